@@ -1,0 +1,31 @@
+"""Errors that say what is wrong and what to do about it.
+
+Every error the engine raises for bad input or a bad set-up is a :class:`MedClipSamError`;
+the CLI prints its message (no traceback) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class MedClipSamError(Exception):
+    """Base class: the message names the problem and the fix."""
+
+
+class CheckpointError(MedClipSamError):
+    """A model checkpoint is missing, truncated, corrupt or of the wrong architecture."""
+
+
+class ModelSpecError(MedClipSamError):
+    """A model specification string (``--clip`` / ``--sam``) cannot be understood."""
+
+
+class InputError(MedClipSamError):
+    """An input image, prompt or folder cannot be used."""
+
+
+class ConfigError(MedClipSamError):
+    """A configuration value or override is invalid."""
+
+
+class UnknownMethodError(ConfigError):
+    """A registry was asked for a method it does not have."""
