@@ -1,0 +1,105 @@
+"""The zero-shot pipeline on one 2D image: text + image → saliency map → coarse mask → visual prompts → SAM.
+
+Each stage is taken from its registry by the names in :class:`~medclipsam.config.PipelineConfig`,
+so a stage is replaced without touching the others. An empty coarse mask ends the image with a
+"target not found" result (empty mask), never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .config import PipelineConfig
+from .models import ClipModel, SamModel
+from .postprocess import make_coarse_mask
+from .prompts import VisualPrompts, make_visual_prompts
+from .sam_stage import SamOutput, SamSegmenter
+from .saliency import SaliencyResult, compute_saliency, text_target
+
+
+@dataclass
+class SegmentationResult:
+    mask: np.ndarray                    # bool H×W, the final (pseudo-)label
+    found: bool                         # False: "target not found" (empty coarse mask)
+    saliency: SaliencyResult
+    coarse_mask: np.ndarray
+    visual_prompts: VisualPrompts
+    sam: SamOutput | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return "segmented" if self.found else "target not found (empty coarse mask)"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "message": self.message,
+            "similarity": round(self.saliency.similarity, 6),
+            "raw_saliency_max": round(self.saliency.raw_max, 6),
+            "raw_saliency_mean": round(self.saliency.raw_mean, 6),
+            "coarse_mask_pixels": int(self.coarse_mask.sum()),
+            "mask_pixels": int(self.mask.sum()),
+            "visual_prompts": self.visual_prompts.to_dict(),
+            "sam_scores": [round(s, 4) for s in self.sam.scores] if self.sam else [],
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+
+class Pipeline:
+    """A CLIP model, a SAM model and a configuration; :meth:`segment` runs one image."""
+
+    def __init__(self, clip: ClipModel, sam: SamModel, config: PipelineConfig | None = None) -> None:
+        self.clip = clip
+        self.sam = sam
+        self.config = config or PipelineConfig.from_preset("v2")
+        self.segmenter = SamSegmenter(sam)
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @property
+    def random_weights(self) -> bool:
+        return self.clip.random_weights or self.sam.random_weights
+
+    def identity(self) -> dict[str, Any]:
+        return {"clip": self.clip.identity(), "sam": self.sam.identity()}
+
+    def text_embedding(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """The text target, computed once per prompt (or prompt ensemble) and reused for every image."""
+        key = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+        if key not in self._text_cache:
+            self._text_cache[key] = text_target(self.clip, list(key))
+        return self._text_cache[key]
+
+    def segment(self, rgb: np.ndarray, prompts: str | Sequence[str]) -> SegmentationResult:
+        cfg = self.config
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        text = self.text_embedding(prompts)
+        seconds["text"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        saliency = compute_saliency(self.clip, rgb, text, cfg.saliency, cfg.saliency_params())
+        seconds["saliency"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess)
+        visual = make_visual_prompts(coarse, cfg.prompts)
+        seconds["postprocess"] = time.perf_counter() - t
+
+        if visual.empty:
+            seconds["total"] = time.perf_counter() - t0
+            return SegmentationResult(np.zeros(rgb.shape[:2], bool), False, saliency, coarse, visual, None, seconds)
+
+        t = time.perf_counter()
+        self.segmenter.set_image(rgb)
+        seconds["sam_encoder"] = time.perf_counter() - t
+        t = time.perf_counter()
+        out = self.segmenter.segment(visual, cfg.sam)
+        seconds["sam_decoder"] = time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - t0
+        return SegmentationResult(out.mask, True, saliency, coarse, visual, out, seconds)

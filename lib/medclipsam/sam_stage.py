@@ -1,0 +1,89 @@
+"""The SAM stage: visual prompts → final mask.
+
+The image embedding is computed once per image (:meth:`SamSegmenter.set_image`) however many
+prompts follow. Boxes go to SAM in one batched call, each box with the shared point prompts in
+"boxes+points" mode; points alone go in one call. One mask per prompt (or, with ``multimask``,
+the best of SAM's three by predicted IoU); the masks are united, and the union keeps the K
+largest connected components, K = the number of components of the coarse mask (as the
+reference does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .postprocess import keep_largest_components
+from .prompts import VisualPrompts
+
+
+@dataclass
+class SamStageConfig:
+    multimask: bool = False          # ask SAM for 3 masks per prompt and keep the best-scoring one
+    keep_components: bool = True     # keep the K largest components of the union (K = coarse-mask components)
+    connectivity: int = 8
+
+
+@dataclass
+class SamOutput:
+    mask: np.ndarray                 # bool H×W
+    scores: list[float]              # SAM's predicted IoU of each mask used
+    num_masks: int
+
+
+class SamSegmenter:
+    """Wraps ``segment_anything.SamPredictor`` for our visual prompts."""
+
+    def __init__(self, sam) -> None:
+        from segment_anything import SamPredictor
+
+        self.sam = sam
+        self.predictor = SamPredictor(sam.model)
+        self._shape: tuple[int, int] | None = None
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        """Compute the image embedding (full-resolution RGB uint8 H×W×3; SAM resizes internally)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError(f"SAM takes an RGB uint8 image H×W×3, got {rgb.dtype} {rgb.shape}")
+        with torch.no_grad():
+            self.predictor.set_image(rgb, image_format="RGB")
+        self._shape = rgb.shape[:2]
+
+    @torch.no_grad()
+    def segment(self, prompts: VisualPrompts, cfg: SamStageConfig | None = None) -> SamOutput:
+        cfg = cfg or SamStageConfig()
+        if self._shape is None:
+            raise RuntimeError("call set_image() before segment()")
+        h, w = self._shape
+        if prompts.empty:
+            return SamOutput(np.zeros((h, w), bool), [], 0)
+        p = self.predictor
+        dev = p.device
+        coords = labels = None
+        if len(prompts.points):
+            coords = p.transform.apply_coords_torch(torch.as_tensor(prompts.points, dtype=torch.float32, device=dev),
+                                                    (h, w))
+            labels = torch.as_tensor(prompts.point_labels, dtype=torch.int64, device=dev)
+        if len(prompts.boxes):
+            boxes = p.transform.apply_boxes_torch(torch.as_tensor(prompts.boxes, dtype=torch.float32, device=dev),
+                                                  (h, w))
+            n = boxes.shape[0]
+            if coords is not None:
+                coords = coords.unsqueeze(0).expand(n, -1, -1)
+                labels = labels.unsqueeze(0).expand(n, -1)
+            masks, iou, _ = p.predict_torch(coords, labels, boxes, multimask_output=cfg.multimask)
+        else:
+            masks, iou, _ = p.predict_torch(coords.unsqueeze(0), labels.unsqueeze(0), None,
+                                            multimask_output=cfg.multimask)
+        # masks: prompts × k × H × W (bool), iou: prompts × k
+        best = iou.argmax(dim=1)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        chosen = masks[rows, best]
+        scores = iou[rows, best].float().cpu().tolist()
+        union = chosen.any(dim=0).cpu().numpy()
+        if cfg.keep_components and prompts.num_components > 0 and union.any():
+            union = keep_largest_components(union, prompts.num_components, connectivity=cfg.connectivity)
+        return SamOutput(union.astype(bool), scores, int(chosen.shape[0]))
