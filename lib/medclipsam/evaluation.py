@@ -399,7 +399,7 @@ def load_mask(path) -> np.ndarray:
 
     PNG / TIFF / JPEG / BMP via Pillow (first frame of a multi-frame file).  A multi-channel
     image keeps its first channel (a palette image is expanded to its colours first);
-    8-bit data is binarised at ``> 127``, any other integer or float data at ``> 0``.
+    8-bit data is binarised at ``> 127`` (or ``> 0`` when it holds only 0 and 1), any other integer or float data at ``> 0``.
     Raises :class:`InputError` naming the file when it cannot be read.
     """
     from PIL import Image, UnidentifiedImageError
@@ -426,7 +426,9 @@ def load_mask(path) -> np.ndarray:
             f"mask file {path} has an unusable shape {arr.shape}; pass a 2D image."
         )
     if arr.dtype == np.uint8:
-        return arr > 127
+        # 0/1 label PNGs (as nnU-Net and the reference's uncertainty script write them) are labels,
+        # not an almost-black 0/255 mask: binarise them at > 0 instead of reading them as empty.
+        return arr > 0 if arr.max() <= 1 else arr > 127
     if arr.dtype == bool:
         return arr.copy()
     if np.issubdtype(arr.dtype, np.number):

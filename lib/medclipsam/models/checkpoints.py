@@ -19,7 +19,9 @@ def read_state_dict(path: str | os.PathLike, *, what: str, expected: str, where:
 
     ``what`` names the model ("SAM vit_b checkpoint"), ``expected`` the file one should have
     (name and size), ``where`` how to get it. Missing, empty, truncated or non-checkpoint files
-    raise :class:`CheckpointError` with all three.
+    raise :class:`CheckpointError` with all three; ``min_bytes`` (the least a complete file has) is
+    reported when a file that fails to load is too short. A file that loads but belongs to another
+    architecture is reported by :func:`load_strict`, which names the mismatch.
     """
     p = Path(path).expanduser()
     hint = f"Expected {expected}. {where}"
@@ -30,11 +32,6 @@ def read_state_dict(path: str | os.PathLike, *, what: str, expected: str, where:
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"{what} is empty (0 bytes): {p}. {hint}")
-    if min_bytes is not None and size < min_bytes:
-        raise CheckpointError(
-            f"{what} is truncated: {p} has {size / 1e6:.1f} MB, expected at least {min_bytes / 1e6:.0f} MB. "
-            f"Download it again. {hint}"
-        )
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -43,8 +40,10 @@ def read_state_dict(path: str | os.PathLike, *, what: str, expected: str, where:
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        short = f" ({size / 1e6:.1f} MB, expected at least {min_bytes / 1e6:.0f} MB)" if (
+            min_bytes is not None and size < min_bytes) else f" ({size / 1e6:.1f} MB)"
         raise CheckpointError(
-            f"{what} is truncated or not a PyTorch checkpoint: {p} ({size / 1e6:.1f} MB): "
+            f"{what} is truncated or not a PyTorch checkpoint: {p}{short}: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Download it again. {hint}"
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

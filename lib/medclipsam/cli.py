@@ -1,0 +1,178 @@
+"""Command line: ``medclipsam segment`` and ``medclipsam evaluate``.
+
+The CLI only parses arguments, loads models and writes files; the work is done by
+:class:`medclipsam.pipeline.Pipeline` and :mod:`medclipsam.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import InputError, MedClipSamError
+
+DEFAULT_CLIP = os.environ.get("MEDCLIPSAM_CLIP", "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+DEFAULT_SAM = os.environ.get("MEDCLIPSAM_SAM", "vit_h:sam_vit_h_4b8939.pth")
+
+
+def _device(name: str):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but CUDA is not available on this machine; use --device cpu")
+    return torch.device(name)
+
+
+def _warn(msg: str) -> None:
+    print(f"WARNING: {msg}", file=sys.stderr)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .config import PipelineConfig, parse_overrides
+    from .image import read_image
+    from .io import ensure_writable_dir, list_inputs, write_json, write_mask_png, write_png
+    from .models import load_clip, load_sam
+    from .overlay import render_overlay
+    from .pipeline import Pipeline
+    from .saliency import prompts_for_task
+
+    # Cheap checks first: a bad prompt, input or output folder fails before minutes of model loading.
+    if args.prompt_file:
+        if not args.task:
+            raise InputError("--prompt-file needs --task NAME (the entry of the file to use)")
+        prompts = prompts_for_task(args.prompt_file, args.task)
+    else:
+        if args.prompt is None or not args.prompt.strip():
+            raise InputError("the text prompt is empty; give the target in words, e.g. --prompt \"breast tumor\"")
+        prompts = [args.prompt.strip()]
+    overrides = parse_overrides(args.set)
+    if args.seed is not None:
+        overrides.update({"m2ib.seed": str(args.seed), "prompts.seed": str(args.seed)})
+    config = PipelineConfig.from_preset(args.preset, overrides)
+    inputs = list_inputs(args.input)
+    out = ensure_writable_dir(args.out)
+    device = _device(args.device)
+
+    t_load = time.perf_counter()
+    clip = load_clip(args.clip, device=device)
+    sam = load_sam(args.sam, device=device)
+    pipeline = Pipeline(clip, sam, config)
+    load_seconds = time.perf_counter() - t_load
+    warnings = [n for ident in pipeline.identity().values() for n in ident["notes"]]
+    for w in warnings:
+        _warn(w)
+
+    records, failed = [], []
+    progress = tqdm(inputs, desc="segmenting", unit="image", disable=len(inputs) == 1 or args.quiet,
+                    file=sys.stderr)
+    for path in progress:
+        try:
+            rgb = read_image(path)
+            result = pipeline.segment(rgb, prompts)
+        except InputError as e:
+            failed.append({"file": path.name, "error": str(e)})
+            _warn(f"skipped {path.name}: {e}")
+            continue
+        mask_path = write_mask_png(out / f"{path.stem}.png", result.mask)
+        record = {"file": path.name, "mask": mask_path.name, "height": int(rgb.shape[0]), "width": int(rgb.shape[1]),
+                  **result.summary()}
+        if args.overlays:
+            caption = f"{path.name}  prompt: {' | '.join(prompts)}  [{config.preset}: {config.saliency} -> " \
+                      f"{config.postprocess.method} -> {config.prompts.kind} -> SAM]  {result.message}"
+            if warnings:
+                caption += "\n" + "; ".join(warnings)
+            vp = result.visual_prompts
+            panel = render_overlay(rgb, result.saliency.saliency_map, result.coarse_mask, result.mask,
+                                   vp.boxes, vp.points, vp.point_labels, caption)
+            record["overlay"] = str(write_png(out / "overlays" / f"{path.stem}.png", panel).relative_to(out))
+        records.append(record)
+
+    summary = {
+        "tool": "medclipsam", "version": __version__, "command": "segment",
+        "input": str(args.input), "prompts": prompts, "task": args.task,
+        "preset": config.preset, "config": config.to_dict(), "models": pipeline.identity(),
+        "device": str(device), "warnings": warnings, "model_load_seconds": round(load_seconds, 3),
+        "images": records, "failed": failed,
+    }
+    write_json(out / "summary.json", summary)
+    found = sum(r["found"] for r in records)
+    print(f"masks: {out} ({len(records)} written, {found} with the target found, {len(records) - found} "
+          f"'target not found', {len(failed)} failed)")
+    if args.overlays:
+        print(f"overlays: {out / 'overlays'}")
+    print(f"summary: {out / 'summary.json'}")
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folders, summary_lines, write_csv
+
+    report = evaluate_folders(args.pred, args.gt, tolerance=args.tolerance_px)
+    csv_path = Path(args.csv) if args.csv else Path(args.pred) / "evaluation.csv"
+    write_csv(report, csv_path)
+    print(f"per-image scores: {csv_path}")
+    for line in summary_lines(report):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medclipsam", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"medclipsam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="text-prompted zero-shot segmentation of 2D images",
+                         description="Segment an image or a folder of images (PNG, JPEG, TIFF, BMP, single-frame "
+                                     "DICOM) from a text prompt; writes 0/255 PNG masks named as the inputs, "
+                                     "optional overlay panels and summary.json.")
+    seg.add_argument("input", help="an image file or a folder of images")
+    seg.add_argument("--prompt", help="the target in words, e.g. \"breast tumor\"")
+    seg.add_argument("--prompt-file", help="JSON file mapping task names to prompts (an ensemble when several)")
+    seg.add_argument("--task", help="the entry of --prompt-file to use")
+    seg.add_argument("--out", required=True, help="output folder")
+    seg.add_argument("--preset", default="v2", choices=["v1", "v2"], help="v1: gScoreCAM+CRF+box; v2: M2IB+Otsu+boxes")
+    seg.add_argument("--clip", default=DEFAULT_CLIP,
+                     help="CLIP model: hf-hub:ORG/REPO, local-dir:PATH, hf-biomedclip:PATH (MedCLIP-SAMv2 "
+                          "pytorch_model.bin) or random:ARCH (default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
+    seg.add_argument("--sam", default=DEFAULT_SAM,
+                     help="SAM model TYPE:PATH (vit_b|vit_l|vit_h|tiny or an architecture JSON) or TYPE:random "
+                          "(default: $MEDCLIPSAM_SAM or vit_h:sam_vit_h_4b8939.pth)")
+    seg.add_argument("--device", default="cpu", help="cpu or cuda")
+    seg.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a pipeline setting, e.g. m2ib.beta=2, postprocess.method=kmeans, "
+                          "prompts.kind=points (repeatable)")
+    seg.add_argument("--seed", type=int, help="seed for the M2IB noise and the point sampling")
+    seg.add_argument("--overlays", action="store_true", help="also write overlay panels to OUT/overlays/")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=cmd_segment)
+
+    ev = sub.add_parser("evaluate", help="score predicted masks against ground truth (pairs files by name)")
+    ev.add_argument("--pred", required=True, help="folder of predicted masks")
+    ev.add_argument("--gt", required=True, help="folder of ground-truth masks")
+    ev.add_argument("--tolerance-px", type=float, default=2.0, help="NSD tolerance in pixels (default 2)")
+    ev.add_argument("--csv", help="per-image CSV (default: PRED/evaluation.csv)")
+    ev.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MedClipSamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
