@@ -7,7 +7,6 @@ so a stage is replaced without touching the others. An empty coarse mask ends th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ from .postprocess import make_coarse_mask
 from .prompts import VisualPrompts, make_visual_prompts
 from .sam_stage import SamOutput, SamSegmenter
 from .saliency import SaliencyResult, compute_saliency, text_target
+from .timing import StageClock
 
 
 @dataclass
@@ -75,31 +75,24 @@ class Pipeline:
             self._text_cache[key] = text_target(self.clip, list(key))
         return self._text_cache[key]
 
-    def segment(self, rgb: np.ndarray, prompts: str | Sequence[str]) -> SegmentationResult:
+    def segment(self, rgb: np.ndarray, prompts: str | Sequence[str],
+                clock: StageClock | None = None) -> SegmentationResult:
         cfg = self.config
-        seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        text = self.text_embedding(prompts)
-        seconds["text"] = time.perf_counter() - t0
-
-        t = time.perf_counter()
-        saliency = compute_saliency(self.clip, rgb, text, cfg.saliency, cfg.saliency_params())
-        seconds["saliency"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess)
-        visual = make_visual_prompts(coarse, cfg.prompts)
-        seconds["postprocess"] = time.perf_counter() - t
-
+        clock = clock or StageClock()
+        with clock.stage("text"):
+            text = self.text_embedding(prompts)
+        with clock.stage("saliency"):
+            saliency = compute_saliency(self.clip, rgb, text, cfg.saliency, cfg.saliency_params())
+        with clock.stage("postprocess"):
+            coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess)
+            visual = make_visual_prompts(coarse, cfg.prompts)
         if visual.empty:
-            seconds["total"] = time.perf_counter() - t0
-            return SegmentationResult(np.zeros(rgb.shape[:2], bool), False, saliency, coarse, visual, None, seconds)
-
-        t = time.perf_counter()
-        self.segmenter.set_image(rgb)
-        seconds["sam_encoder"] = time.perf_counter() - t
-        t = time.perf_counter()
-        out = self.segmenter.segment(visual, cfg.sam)
-        seconds["sam_decoder"] = time.perf_counter() - t
-        seconds["total"] = time.perf_counter() - t0
-        return SegmentationResult(out.mask, True, saliency, coarse, visual, out, seconds)
+            clock.seconds["total"] = clock.total()
+            return SegmentationResult(np.zeros(rgb.shape[:2], bool), False, saliency, coarse, visual, None,
+                                      dict(clock.seconds))
+        with clock.stage("sam_encoder"):
+            self.segmenter.set_image(rgb)
+        with clock.stage("sam_decoder"):
+            out = self.segmenter.segment(visual, cfg.sam)
+        clock.seconds["total"] = clock.total()
+        return SegmentationResult(out.mask, True, saliency, coarse, visual, out, dict(clock.seconds))

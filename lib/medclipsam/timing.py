@@ -1,0 +1,36 @@
+"""Per-stage timing of a pipeline run.
+
+The pipeline times each stage with a :class:`StageClock`; a benchmark passes a subclass that
+also records memory, so timings come from the same code path users run.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class StageClock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+
+    def start(self, name: str) -> None:
+        """Called when a stage begins (subclasses hook in here)."""
+
+    def stop(self, name: str) -> None:
+        """Called when a stage ends (subclasses hook in here)."""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.start(name)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+            self.stop(name)
+
+    def total(self) -> float:
+        return time.perf_counter() - self._t0

@@ -1,0 +1,108 @@
+"""The SAM stage: one image embedding per image, prompts reach SAM in (x, y) order, union, keep-K."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medclipsam.prompts import VisualPrompts
+from medclipsam.sam_stage import SamSegmenter, SamStageConfig
+
+
+@pytest.fixture
+def segmenter(tiny_sam, disk_image):
+    s = SamSegmenter(tiny_sam)
+    s.set_image(disk_image)
+    return s
+
+
+def test_image_embedding_computed_once_for_many_prompts(tiny_sam, disk_image):
+    calls = []
+    h = tiny_sam.model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        s = SamSegmenter(tiny_sam)
+        s.set_image(disk_image)
+        for prompts in (VisualPrompts(boxes=[[80, 20, 120, 60]], num_components=1),
+                        VisualPrompts(boxes=[[0, 0, 30, 30], [80, 20, 120, 60]], num_components=2),
+                        VisualPrompts(points=[[100, 40]], point_labels=[1], num_components=1)):
+            s.segment(prompts)
+    finally:
+        h.remove()
+    assert len(calls) == 1
+
+
+def test_boxes_and_points_reach_sam_in_xy_order(segmenter, disk_image):
+    """SAM's prompt encoder must receive our (x, y) pixel coordinates scaled to its input size."""
+    seen = {}
+    pe = segmenter.predictor.model.prompt_encoder
+    h = pe.register_forward_hook(lambda m, args, kwargs_out: None)
+    h.remove()
+    original = pe.forward
+
+    def spy(points, boxes, masks):
+        seen["points"], seen["boxes"] = points, boxes
+        return original(points, boxes, masks)
+
+    pe.forward = spy
+    try:
+        segmenter.segment(VisualPrompts(boxes=[[90, 22, 130, 58]], points=[[100, 40], [5, 80]],
+                                        point_labels=[1, 0], num_components=1))
+    finally:
+        del pe.forward
+    scale = segmenter.predictor.model.image_encoder.img_size / max(disk_image.shape[:2])  # longest side → 256
+    box = seen["boxes"][0].cpu().numpy()
+    assert np.allclose(box, np.array([90, 22, 130, 58]) * scale, atol=1e-3)
+    coords, labels = seen["points"]
+    assert np.allclose(coords[0].cpu().numpy(), np.array([[100, 40], [5, 80]]) * scale, atol=1e-3)
+    assert labels[0].tolist() == [1, 0]
+
+
+def test_empty_prompts_give_empty_mask(segmenter, disk_image):
+    out = segmenter.segment(VisualPrompts.none())
+    assert out.mask.shape == disk_image.shape[:2] and not out.mask.any() and out.num_masks == 0
+
+
+def test_union_of_masks_and_keep_k_components(segmenter, tiny_sam, disk_image, monkeypatch):
+    """Replace SAM's decoder output by known masks and check union + keep-K-largest."""
+    h, w = disk_image.shape[:2]
+    m = torch.zeros(3, 1, h, w, dtype=torch.bool)
+    m[0, 0, 5:15, 5:15] = True      # 100 px
+    m[1, 0, 40:70, 60:120] = True   # 1800 px
+    m[2, 0, 80:85, 150:155] = True  # 25 px
+    iou = torch.tensor([[0.5], [0.9], [0.7]])
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", lambda *a, **k: (m, iou, None))
+    boxes = [[0, 0, 1, 1]] * 3
+    out = segmenter.segment(VisualPrompts(boxes=boxes, num_components=3), SamStageConfig())
+    assert out.mask.sum() == 100 + 1800 + 25 and out.num_masks == 3
+    out = segmenter.segment(VisualPrompts(boxes=boxes, num_components=1), SamStageConfig())
+    assert out.mask.sum() == 1800
+    out = segmenter.segment(VisualPrompts(boxes=boxes, num_components=1), SamStageConfig(keep_components=False))
+    assert out.mask.sum() == 1925
+
+
+def test_multimask_keeps_best_scoring_mask_per_prompt(segmenter, disk_image, monkeypatch):
+    h, w = disk_image.shape[:2]
+    m = torch.zeros(1, 3, h, w, dtype=torch.bool)
+    m[0, 0, :10] = True
+    m[0, 1, 20:30] = True
+    m[0, 2, 50:] = True
+    iou = torch.tensor([[0.2, 0.95, 0.4]])
+    calls = {}
+
+    def fake(*a, **k):
+        calls["multimask"] = k["multimask_output"]
+        return m, iou, None
+
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", fake)
+    out = segmenter.segment(VisualPrompts(boxes=[[0, 0, 5, 5]], num_components=1), SamStageConfig(multimask=True))
+    assert calls["multimask"] is True
+    assert out.mask[20:30].all() and out.mask.sum() == 10 * w and out.scores == [pytest.approx(0.95)]
+
+
+def test_real_tiny_sam_returns_full_resolution_masks(segmenter, disk_image):
+    for prompts in (VisualPrompts(boxes=[[80, 20, 120, 60]], num_components=1),
+                    VisualPrompts(points=[[100, 40]], point_labels=[1], num_components=1),
+                    VisualPrompts(boxes=[[80, 20, 120, 60]], points=[[100, 40]], point_labels=[1], num_components=1)):
+        out = segmenter.segment(prompts, SamStageConfig(multimask=True))
+        assert out.mask.shape == disk_image.shape[:2] and out.mask.dtype == bool
