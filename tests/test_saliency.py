@@ -147,3 +147,9 @@ def test_prompt_files(tmp_path):
             load_prompt_file(f)
     with pytest.raises(InputError, match="not found"):
         load_prompt_file(tmp_path / "missing.json")
+
+
+def test_bundled_prompt_file_is_found_by_name():
+    table = load_prompt_file("medclipsamv2-examples")
+    assert table["lungs, chest X-ray (P0)"] == ["lungs"]
+    assert len(table["breast tumor, benign and malignant (ensemble)"]) == 2

@@ -65,7 +65,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     sam = load_sam(args.sam, device=device)
     pipeline = Pipeline(clip, sam, config)
     load_seconds = time.perf_counter() - t_load
-    warnings = [n for ident in pipeline.identity().values() for n in ident["notes"]]
+    warnings = pipeline.warnings()
     for w in warnings:
         _warn(w)
 

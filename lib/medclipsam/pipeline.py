@@ -68,6 +68,15 @@ class Pipeline:
     def identity(self) -> dict[str, Any]:
         return {"clip": self.clip.identity(), "sam": self.sam.identity()}
 
+    def warnings(self) -> list[str]:
+        """What every output made with these models must say (one line per fact)."""
+        random_models = [name for name, m in (("CLIP", self.clip), ("SAM", self.sam)) if m.random_weights]
+        out = []
+        if random_models:
+            out.append(f"RANDOM WEIGHTS ({' and '.join(random_models)}): saliency maps and masks are meaningless; "
+                       "use only to measure cost")
+        return out
+
     def text_embedding(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """The text target, computed once per prompt (or prompt ensemble) and reused for every image."""
         key = (prompts,) if isinstance(prompts, str) else tuple(prompts)
