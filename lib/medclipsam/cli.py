@@ -37,7 +37,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from .config import PipelineConfig, parse_overrides
     from .image import read_image
-    from .io import ensure_writable_dir, list_inputs, write_json, write_mask_png, write_png
+    from .io import (check_outputs_do_not_overwrite_inputs, ensure_writable_dir, list_inputs, remove_if_empty,
+                     write_json, write_mask_png, write_png)
     from .models import load_clip, load_sam
     from .overlay import render_overlay
     from .pipeline import Pipeline
@@ -49,7 +50,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise InputError("--prompt-file needs --task NAME (the entry of the file to use)")
         prompts = prompts_for_task(args.prompt_file, args.task)
     else:
-        if args.prompt is None or not args.prompt.strip():
+        if args.prompt is None:
+            raise InputError("no text prompt given; pass --prompt TEXT (e.g. --prompt \"breast tumor\") or "
+                             "--prompt-file FILE --task NAME")
+        if not args.prompt.strip():
             raise InputError("the text prompt is empty; give the target in words, e.g. --prompt \"breast tumor\"")
         prompts = [args.prompt.strip()]
     overrides = parse_overrides(args.set)
@@ -57,14 +61,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         overrides.update({"m2ib.seed": str(args.seed), "prompts.seed": str(args.seed)})
     config = PipelineConfig.from_preset(args.preset, overrides)
     inputs = list_inputs(args.input)
-    out = ensure_writable_dir(args.out)
+    check_outputs_do_not_overwrite_inputs(inputs, Path(args.out))
     device = _device(args.device)
-
-    t_load = time.perf_counter()
-    clip = load_clip(args.clip, device=device)
-    sam = load_sam(args.sam, device=device)
-    pipeline = Pipeline(clip, sam, config)
-    load_seconds = time.perf_counter() - t_load
+    created = not Path(args.out).exists()
+    out = ensure_writable_dir(args.out)
+    try:
+        t_load = time.perf_counter()
+        clip = load_clip(args.clip, device=device)
+        sam = load_sam(args.sam, device=device)
+        pipeline = Pipeline(clip, sam, config)
+        load_seconds = time.perf_counter() - t_load
+    except BaseException:
+        if created:
+            remove_if_empty(out)
+        raise
     warnings = pipeline.warnings()
     for w in warnings:
         _warn(w)

@@ -95,16 +95,21 @@ def _read_dicom(p: Path) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(p))
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
+        ds = pydicom.dcmread(str(p), force=True)   # also files written without the 128-byte preamble
+        ds.ensure_file_meta()
+        if "TransferSyntaxUID" not in ds.file_meta:
+            from pydicom.uid import ImplicitVRLittleEndian
+
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as e:
         raise InputError(f"cannot read DICOM file {p}: {e}") from None
     if "PixelData" not in ds:
         raise InputError(f"DICOM file {p} has no pixel data (it is a {ds.get('Modality', 'non-image')} object, "
                          "not an image)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise InputError(f"DICOM file {p} has {frames} frames; 'segment' takes 2D images — use 'segment-series' "
-                         "for multi-frame and series input")
+        raise InputError(f"DICOM file {p} has {frames} frames; 'segment' takes single 2D images. Export the frame "
+                         "you need as a single-frame file (volume and series input is not supported yet)")
     try:
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises many kinds for missing decoders / truncated data

@@ -34,7 +34,17 @@ def list_inputs(path: str | Path) -> list[Path]:
     return files
 
 
+def check_outputs_do_not_overwrite_inputs(inputs: list[Path], out: Path, suffix: str = ".png") -> None:
+    """Refuse an output folder in which a mask would replace one of the inputs."""
+    targets = {(out / f"{f.stem}{suffix}").resolve() for f in inputs}
+    clash = [f for f in inputs if f.resolve() in targets]
+    if clash:
+        raise InputError(f"--out {out} would overwrite the input {clash[0].name} with its mask; "
+                         "choose an output folder different from the input folder")
+
+
 def ensure_writable_dir(path: str | Path) -> Path:
+    """Create (if needed) and check an output folder; see :func:`remove_if_empty` for clean-up."""
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -45,12 +55,31 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove an output folder this run created when it failed before writing anything."""
+    try:
+        p = Path(path)
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    except OSError:
+        pass
+
+
 def _atomic(path: Path, write) -> Path:
+    """Write through a temporary file in the same folder, then rename: never a half-written output.
+    The file gets the permissions a plain ``open()`` would give (``mkstemp`` makes it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -44,7 +44,7 @@ def read_state_dict(path: str | os.PathLike, *, what: str, expected: str, where:
             min_bytes is not None and size < min_bytes) else f" ({size / 1e6:.1f} MB)"
         raise CheckpointError(
             f"{what} is truncated or not a PyTorch checkpoint: {p}{short}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Download it again. {hint}"
+            f"{type(e).__name__}: {str(e).splitlines()[0].rstrip('.') if str(e) else ''}. Download it again. {hint}"
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
