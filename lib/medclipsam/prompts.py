@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ConfigError, InputError
+from .checks import integer_at_least
 from .postprocess.components import count_components, label_components
 from .registry import Registry
 
@@ -94,14 +95,7 @@ class PromptConfig:
         if not isinstance(self.kind, str) or not self.kind:
             raise ConfigError(f"visual prompt type must be a non-empty name, got {self.kind!r}")
         for name, minimum in (("num_points", 1), ("num_negative_points", 0), ("seed", 0)):
-            value = getattr(self, name)
-            try:
-                ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-            setattr(self, name, int(value))
+            setattr(self, name, integer_at_least(name, getattr(self, name), minimum))
         if self.connectivity not in (4, 8):
             raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity!r}")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..checks import integer_at_least
 
 CONNECTIVITIES = (4, 8)
 
@@ -42,7 +43,7 @@ class CRFConfig:
             value = getattr(self, name)
             if not value >= 0:
                 raise ConfigError(f"CRF {name} must be >= 0, got {value!r}")
-        self.iterations = _integer("CRF iterations", self.iterations, minimum=1)
+        self.iterations = integer_at_least("CRF iterations", self.iterations, minimum=1)
 
     @classmethod
     def v1(cls) -> "CRFConfig":
@@ -88,22 +89,11 @@ class PostprocessConfig:
             raise ConfigError(
                 f"threshold must lie in [0, 1] (saliency maps are normalised), got {self.threshold!r}"
             )
-        self.num_components = _integer("num_components", self.num_components, minimum=1)
-        self.min_size = _integer("min_size (pixels)", self.min_size, minimum=0)
+        self.num_components = integer_at_least("num_components", self.num_components, minimum=1)
+        self.min_size = integer_at_least("min_size (pixels)", self.min_size, minimum=0)
         if self.connectivity not in CONNECTIVITIES:
             raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity!r}")
         self.connectivity = int(self.connectivity)
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int, or a ConfigError naming ``name`` if it is not an integer >= minimum."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _crf_from_mapping(values: dict[str, Any]) -> CRFConfig:
