@@ -26,8 +26,7 @@ def test_presets_follow_the_papers():
 
 def test_overrides_convert_types_and_validate():
     cfg = PipelineConfig.from_preset("v2", parse_overrides(
-        ["m2ib.beta=2", "m2ib.layer=7", "postprocess.method=kmeans", "sam.multimask=true", "prompts.kind=points",
-         "postprocess.crf.srgb=3"] [:-1]))
+        ["m2ib.beta=2", "m2ib.layer=7", "postprocess.method=kmeans", "sam.multimask=true", "prompts.kind=points"]))
     assert cfg.m2ib.beta == 2.0 and cfg.m2ib.layer == 7 and cfg.postprocess.method == "kmeans"
     assert cfg.sam.multimask is True and cfg.prompts.kind == "points"
     cfg = apply_overrides(cfg, {"postprocess.crf.bilateral_srgb": "3", "saliency": "gradcam"})

@@ -36,8 +36,6 @@ def test_boxes_and_points_reach_sam_in_xy_order(segmenter, disk_image):
     """SAM's prompt encoder must receive our (x, y) pixel coordinates scaled to its input size."""
     seen = {}
     pe = segmenter.predictor.model.prompt_encoder
-    h = pe.register_forward_hook(lambda m, args, kwargs_out: None)
-    h.remove()
     original = pe.forward
 
     def spy(points, boxes, masks):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ModelSpecError
+from ..errors import ModelSpecError
 from .checkpoints import load_strict, read_state_dict
 
 SAM_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sam"
@@ -146,11 +146,8 @@ def load_sam(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> Sa
     state = read_state_dict(source, what=f"SAM {arch.name} checkpoint", expected=expected, where=where,
                             min_bytes=min_bytes)
     model = build_sam(arch)
-    try:
-        load_strict(model, state, what=f"SAM {arch.name} checkpoint", path=source,
-                    hint=f"The file is {_describe_checkpoint(state)}; expected {expected}. {where}")
-    except CheckpointError:
-        raise
+    load_strict(model, state, what=f"SAM {arch.name} checkpoint", path=source,
+                hint=f"The file is {_describe_checkpoint(state)}; expected {expected}. {where}")
     return SamModel(model.to(device).eval(), spec, arch.name, False, device)
 
 
