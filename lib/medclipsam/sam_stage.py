@@ -11,6 +11,7 @@ reference does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,15 @@ class SamStageConfig:
     multimask: bool = False          # ask SAM for 3 masks per prompt and keep the best-scoring one
     keep_components: bool = True     # keep the K largest components of the union (K = coarse-mask components)
     connectivity: int = 8
+
+
+@dataclass
+class SamEmbedding:
+    """SAM's image embedding of one image, kept to decode prompts later (see :meth:`SamSegmenter.encode`)."""
+
+    features: torch.Tensor           # 1 × C × h × w
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
 
 
 @dataclass
@@ -51,6 +61,34 @@ class SamSegmenter:
         with torch.no_grad():
             self.predictor.set_image(rgb, image_format="RGB")
         self._shape = rgb.shape[:2]
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[np.ndarray]) -> list[SamEmbedding]:
+        """Image embeddings of several RGB uint8 images in one batched encoder call (same as
+        :meth:`set_image` image by image; batching pays on a GPU)."""
+        p = self.predictor
+        batch, sizes = [], []
+        for rgb in images:
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise InputError(f"SAM takes an RGB uint8 image H×W×3, got {rgb.dtype} {rgb.shape}")
+            resized = p.transform.apply_image(rgb)
+            t = torch.as_tensor(resized, device=p.device).permute(2, 0, 1).contiguous()[None]
+            sizes.append((tuple(rgb.shape[:2]), tuple(t.shape[-2:])))
+            batch.append(p.model.preprocess(t))
+        if not batch:
+            return []
+        features = p.model.image_encoder(torch.cat(batch))
+        return [SamEmbedding(features[i:i + 1], orig, inp) for i, (orig, inp) in enumerate(sizes)]
+
+    def set_embedding(self, embedding: SamEmbedding) -> None:
+        """Use a precomputed embedding for the next :meth:`segment` calls."""
+        p = self.predictor
+        p.reset_image()
+        p.features = embedding.features
+        p.original_size = embedding.original_size
+        p.input_size = embedding.input_size
+        p.is_image_set = True
+        self._shape = embedding.original_size
 
     @torch.no_grad()
     def segment(self, prompts: VisualPrompts, cfg: SamStageConfig | None = None) -> SamOutput:

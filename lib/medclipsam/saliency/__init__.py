@@ -33,23 +33,37 @@ def min_max(values: np.ndarray) -> np.ndarray:
     return ((values - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(values, dtype=np.float32)
 
 
-def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method: str = "m2ib",
-                     params: Any | None = None) -> SaliencyResult:
-    """Saliency map of ``rgb`` (uint8 H×W×3) for a 1×D normalised text embedding."""
+def saliency_map_from_grid(raw_grid: torch.Tensor | np.ndarray, pad, image_size: int) -> np.ndarray:
+    """The [0, 1] saliency map on the image's own pixels from a method's raw token grid.
+
+    Min-max runs over the image's own pixels, after removing the square padding, so that padding
+    cannot take up the map's dynamic range.
+    """
+    raw_image = pad.to_image(upsample_grid(torch.as_tensor(np.asarray(raw_grid, dtype=np.float32)), image_size))
+    return np.clip(min_max(raw_image), 0.0, 1.0)
+
+
+def saliency_grid(clip, pixels: torch.Tensor, text_embedding: torch.Tensor, method: str = "m2ib",
+                  params: Any | None = None) -> MethodOutput:
+    """Run a registered method on CLIP input pixels (1×3×S×S): its raw token-grid output."""
     entry = SALIENCY_METHODS.get(method)
     cfg = params if params is not None else entry.config_cls()
     if not isinstance(cfg, entry.config_cls):
         raise TypeError(f"{method} takes {entry.config_cls.__name__}, got {type(cfg).__name__}")
+    return entry.fn(clip, pixels.to(clip.device), text_embedding, cfg)
+
+
+def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method: str = "m2ib",
+                     params: Any | None = None) -> SaliencyResult:
+    """Saliency map of ``rgb`` (uint8 H×W×3) for a 1×D normalised text embedding."""
+    entry = SALIENCY_METHODS.get(method)
     pixels, pad = clip_input(rgb, clip.image_size, clip.mean, clip.std)
     pixels = pixels.to(clip.device)
     with torch.no_grad():
         image_emb = clip.encode_image(pixels)
         similarity = float((image_emb * text_embedding.to(image_emb.device)).sum())
-    out: MethodOutput = entry.fn(clip, pixels, text_embedding, cfg)
-    # Min-max over the image's own pixels, after removing the square padding, so that padding
-    # cannot take up the map's dynamic range.
-    raw_image = pad.to_image(upsample_grid(out.raw_grid, clip.image_size))
-    saliency_map = np.clip(min_max(raw_image), 0.0, 1.0)
+    out = saliency_grid(clip, pixels, text_embedding, method, params)
+    saliency_map = saliency_map_from_grid(out.raw_grid, pad, clip.image_size)
     return SaliencyResult(saliency_map=saliency_map, raw_grid=out.raw_grid.numpy().astype(np.float32),
                           similarity=similarity, method=entry.name, extras=dict(out.extras))
 
@@ -57,5 +71,5 @@ def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method
 __all__ = [
     "SALIENCY_METHODS", "SaliencyMethod", "SaliencyResult", "MethodOutput", "register_saliency",
     "M2IBConfig", "GScoreCAMConfig", "GradCAMConfig", "m2ib", "m2ib_naive", "gscorecam", "gradcam",
-    "compute_saliency", "upsample_grid", "min_max", "text_target", "load_prompt_file", "prompts_for_task",
+    "compute_saliency", "saliency_grid", "saliency_map_from_grid", "upsample_grid", "min_max", "text_target", "load_prompt_file", "prompts_for_task",
 ]

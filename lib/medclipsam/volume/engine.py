@@ -1,0 +1,437 @@
+"""The slice engine: a volume and text prompts → a label volume in the source geometry.
+
+Per series, with the 2D pipeline's stages (:class:`~medclipsam.pipeline.Pipeline`) unchanged:
+
+1. **Rendering** — one window for the whole series (:mod:`.render`).
+2. **Similarity pass** — every slice in range is rendered and encoded once, in batches; its cosine
+   with each prompt's text embedding is the first presence signal (:mod:`.presence`).
+3. **Saliency pass** — only on slices that pass the similarity gate: the saliency method's raw
+   token grid per slice and prompt (a few hundred bytes each), with the M2IB noise seeded from
+   the slice index (reproducible, §12.5). The raw saliency peak is the second gate.
+4. **SAM pass** — only on slices judged present: saliency map → coarse mask → visual prompts →
+   SAM, the SAM image embedding computed once per slice for all prompts, in batches.
+5. **3D consistency** per prompt (:mod:`.consistency`).
+
+Memory: slices are read, rendered and dropped one batch at a time; what is kept for the whole
+series is the label volume (one byte per voxel, one bit per prompt, up to 8 prompts) and a few
+numbers per slice — peak memory grows with the series by the label volume only. On CUDA the
+passes run under bf16 autocast and SAM's batch is fitted to the free GPU memory; on CPU SAM takes
+one slice at a time.
+
+Several prompts give a multi-label result: label ``i + 1`` is prompt ``i``; where two prompts
+claim a voxel the earlier prompt keeps it and the overlap is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..checks import integer_at_least
+from ..errors import ConfigError, InputError
+from ..image import SquarePad, clip_input
+from ..pipeline import Pipeline
+from ..postprocess import make_coarse_mask
+from ..prompts import make_visual_prompts
+from ..saliency import saliency_grid, saliency_map_from_grid
+from .consistency import ConsistencyConfig, ConsistencyReport, enforce_consistency
+from .geometry import Geometry
+from .presence import (PresenceConfig, SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
+                       saliency_gate, similarity_gate)
+from .render import Window, choose_window, render_slice
+from .source import VolumeSource
+
+MAX_PROMPTS = 8          # one bit per prompt in the working label volume
+SIMILARITY_BATCH_CPU = 8
+SIMILARITY_BATCH_CUDA = 64
+
+
+@dataclass
+class VolumeConfig:
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    batch_size: int = 0                           # SAM slices per batch; 0: CPU 1, CUDA fitted to free memory
+    slice_range: tuple[int, int] | None = None    # [start, stop) in sorted slice order; None: all
+    roi: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) pixels (columns, rows), half-open
+    autocast: bool = True                         # bf16 autocast on CUDA
+    max_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        integer_at_least("batch_size", self.batch_size, 0)
+        integer_at_least("max_batch_size", self.max_batch_size, 1)
+
+
+def parse_slice_range(text: str | None) -> tuple[int, int] | None:
+    """``"START:STOP"`` (0-based, STOP exclusive; either may be empty) → a tuple with None for open ends."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else 0
+        stop = int(parts[1]) if parts[1].strip() else -1
+    except ValueError:
+        raise ConfigError(f"slice range {text!r} must be START:STOP (0-based, STOP exclusive), e.g. 10:40") from None
+    return start, stop
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    """``"X0,Y0,X1,Y1"`` in pixels (columns, rows; X1/Y1 exclusive)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+        if len(values) != 4:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"ROI {text!r} must be X0,Y0,X1,Y1 in pixels (column/row, X1 and Y1 exclusive)") from None
+    return values  # type: ignore[return-value]
+
+
+def _resolve_range(cfg: VolumeConfig, n: int) -> tuple[int, int]:
+    if cfg.slice_range is None:
+        return 0, n
+    start, stop = cfg.slice_range
+    stop = n if stop is None or stop < 0 else stop
+    if not 0 <= start < stop <= n:
+        raise ConfigError(f"slice range {start}:{stop} is outside the series' {n} slices (0:{n})")
+    return start, stop
+
+
+def _resolve_roi(cfg: VolumeConfig, rows: int, cols: int) -> tuple[int, int, int, int]:
+    if cfg.roi is None:
+        return 0, 0, cols, rows
+    x0, y0, x1, y1 = cfg.roi
+    if not (0 <= x0 < x1 <= cols and 0 <= y0 < y1 <= rows):
+        raise ConfigError(f"ROI {cfg.roi} is outside the {cols}×{rows} (columns×rows) slices")
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        raise ConfigError(f"ROI {cfg.roi} is smaller than 16×16 pixels; give a larger region")
+    return x0, y0, x1, y1
+
+
+def fit_batch_size(free_bytes: int, bytes_per_item: int, cap: int, fraction: float = 0.5) -> int:
+    """How many items fit in ``fraction`` of the free memory (at least 1, at most ``cap``)."""
+    if bytes_per_item <= 0:
+        return 1
+    return int(max(1, min(cap, (free_bytes * fraction) // bytes_per_item)))
+
+
+def sam_bytes_per_slice(sam_model: torch.nn.Module, dtype_bytes: int = 2) -> int:
+    """Rough peak activation memory of SAM's image encoder for one image (no gradients)."""
+    enc = sam_model.image_encoder
+    side = enc.img_size // enc.patch_embed.proj.kernel_size[0]
+    tokens = side * side
+    dim = enc.patch_embed.proj.out_channels
+    heads = enc.blocks[0].attn.num_heads
+    return int(heads * tokens * tokens * dtype_bytes * 2 + tokens * dim * dtype_bytes * 24)
+
+
+class BitLabels:
+    """A slices×rows×cols uint8 volume holding one bit per prompt."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.array = np.zeros(shape, dtype=np.uint8)
+
+    def stack(self, bit: int) -> "_BitStack":
+        return _BitStack(self.array, bit)
+
+    def to_label_map(self) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
+        """In place: bit i → label i + 1, the lowest bit winning; returns overlaps (i, j) → voxels."""
+        overlaps: dict[tuple[int, int], int] = {}
+        a = self.array
+        lut = np.zeros(256, dtype=np.uint8)
+        for v in range(1, 256):
+            lut[v] = (v & -v).bit_length()          # index of the lowest set bit, + 1
+        for k in range(a.shape[0]):
+            s = a[k]
+            if not s.any():
+                continue
+            multi = s & (s - 1)
+            if multi.any():
+                for i in range(MAX_PROMPTS):
+                    for j in range(i + 1, MAX_PROMPTS):
+                        both = int(np.count_nonzero((s >> i) & (s >> j) & 1))
+                        if both:
+                            overlaps[(i, j)] = overlaps.get((i, j), 0) + both
+            a[k] = lut[s]
+        return a, overlaps
+
+
+class _BitStack:
+    def __init__(self, array: np.ndarray, bit: int) -> None:
+        self.array, self.bit = array, bit
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def get(self, k: int) -> np.ndarray:
+        return ((self.array[k] >> self.bit) & 1).astype(bool)
+
+    def set(self, k: int, mask: np.ndarray) -> None:
+        flag = np.uint8(1 << self.bit)
+        s = self.array[k]
+        s &= np.uint8(~flag & 0xFF)
+        s |= np.where(mask, flag, np.uint8(0)).astype(np.uint8)
+
+    def any(self, k: int) -> bool:
+        return bool(((self.array[k] >> self.bit) & 1).any())
+
+    def or_region(self, k: int, rows: slice, cols: slice, mask: np.ndarray) -> None:
+        self.array[k, rows, cols] |= np.where(mask, np.uint8(1 << self.bit), np.uint8(0)).astype(np.uint8)
+
+
+@dataclass
+class PromptResult:
+    prompt: str | list[str]
+    label: int
+    gate: SimilarityGate
+    records: list[SliceRecord]
+    consistency: ConsistencyReport
+    voxels: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else " | ".join(self.prompt)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "prompt": self.prompt, "voxels": self.voxels,
+            "presence": {"mode": self.gate.mode, "threshold": self.gate.threshold, "note": self.gate.note},
+            "slices_present": [r.index for r in self.records if r.present],
+            "slices_with_mask": [r.index for r in self.records if r.found],
+            "consistency": self.consistency.to_dict(),
+            "per_slice": [{"slice": r.index, "similarity": round(r.similarity, 6),
+                           "passed_similarity": r.passed_similarity,
+                           "raw_saliency_peak": None if r.raw_saliency_peak is None else round(r.raw_saliency_peak, 6),
+                           "present": r.present, "confident": r.confident, "found": r.found,
+                           "mask_pixels": r.mask_pixels} for r in self.records],
+        }
+
+
+@dataclass
+class VolumeResult:
+    labels: np.ndarray                  # uint8 slices×rows×cols in the source geometry (0 = background)
+    geometry: Geometry
+    prompts: list[PromptResult]
+    window: Window
+    slices: int                         # slices in range
+    processed: int                      # slices that went through saliency → SAM for at least one prompt
+    gated: int                          # slices in range judged absent for every prompt
+    seconds: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    overlaps: dict[tuple[int, int], int] = field(default_factory=dict)
+    slice_range: tuple[int, int] = (0, 0)
+    roi: tuple[int, int, int, int] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "geometry": {"shape": list(self.geometry.shape), "spacing": list(self.geometry.spacing),
+                         "origin": list(self.geometry.origin), "direction": list(self.geometry.direction),
+                         "regular": self.geometry.regular},
+            "window": dataclasses.asdict(self.window),
+            "slice_range": list(self.slice_range), "roi": list(self.roi) if self.roi else None,
+            "slices": self.slices, "processed": self.processed, "gated": self.gated,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "notes": self.notes,
+            "overlaps": [{"labels": [i + 1, j + 1], "voxels": n, "kept_label": i + 1}
+                         for (i, j), n in sorted(self.overlaps.items())],
+            "prompts": [p.summary() for p in self.prompts],
+        }
+
+
+def _batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+class VolumePipeline:
+    """Runs a :class:`~medclipsam.pipeline.Pipeline` over a volume, slice by slice (module docstring)."""
+
+    def __init__(self, pipeline: Pipeline, config: VolumeConfig | None = None) -> None:
+        self.pipeline = pipeline
+        self.config = config or VolumeConfig()
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.clip.device
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.autocast:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sam_batch_size(self) -> int:
+        cfg = self.config
+        if cfg.batch_size > 0:
+            return cfg.batch_size
+        if self.device.type != "cuda":
+            return 1
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return fit_batch_size(free, sam_bytes_per_slice(self.pipeline.sam.model), cfg.max_batch_size)
+
+    def run(self, src: VolumeSource, prompts: Sequence[str | Sequence[str]], window: str | None = None,
+            progress: bool = False) -> VolumeResult:
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        items = self._check_prompts(prompts)
+        cfg, pcfg = self.config, self.pipeline.config
+        geom = src.geometry
+        n, rows, cols = geom.shape
+        start, stop = _resolve_range(cfg, n)
+        x0, y0, x1, y1 = _resolve_roi(cfg, rows, cols)
+        rs, cs = slice(y0, y1), slice(x0, x1)
+        indices = list(range(start, stop))
+        seconds: dict[str, float] = {}
+        notes = list(getattr(src, "notes", []))
+
+        tw = time.perf_counter()
+        win = choose_window(src, [p if isinstance(p, str) else " ".join(p) for p in items], window)
+        seconds["window"] = time.perf_counter() - tw
+        clip = self.pipeline.clip
+        texts = [self.pipeline.text_embedding(p) for p in items]
+        text_matrix = torch.cat(texts, dim=0).to(clip.device)          # P × D
+
+        def rendered(k: int) -> np.ndarray:
+            return np.ascontiguousarray(render_slice(src.read_slice(k), win)[rs, cs])
+
+        bar = dict(disable=not progress, unit="slice", leave=False)
+        # 1. similarity pass (batched)
+        ts = time.perf_counter()
+        sims = np.zeros((len(indices), len(items)), dtype=np.float64)
+        batch = SIMILARITY_BATCH_CUDA if self.device.type == "cuda" else SIMILARITY_BATCH_CPU
+        with tqdm(total=len(indices), desc="similarity", **bar) as pb:
+            for chunk in _batches(list(range(len(indices))), batch):
+                pixels = torch.cat([clip_input(rendered(indices[i]), clip.image_size, clip.mean, clip.std)[0]
+                                    for i in chunk])
+                with torch.no_grad(), self._autocast():
+                    emb = clip.encode_image(pixels).float()
+                sims[chunk] = (emb @ text_matrix.float().T).cpu().numpy()
+                pb.update(len(chunk))
+        seconds["similarity"] = time.perf_counter() - ts
+
+        calibrated = model_presence_threshold(clip)
+        gates = [similarity_gate(sims[:, p], cfg.presence, calibrated) for p in range(len(items))]
+        for item, g in zip(items, gates):
+            if g.note:
+                name = item if isinstance(item, str) else " | ".join(item)
+                notes.append(f"prompt {name!r}: {g.note}")
+
+        # 2. saliency pass on candidate slices
+        tsal = time.perf_counter()
+        grids: dict[tuple[int, int], np.ndarray] = {}
+        peaks = np.full((len(indices), len(items)), np.nan)
+        params = pcfg.saliency_params()
+        candidates = [i for i in range(len(indices)) if any(g.present[i] for g in gates)]
+        for i in tqdm(candidates, desc="saliency", **bar):
+            k = indices[i]
+            pixels, _pad = clip_input(rendered(k), clip.image_size, clip.mean, clip.std)
+            slice_params = dataclasses.replace(params, seed=params.seed + k) if hasattr(params, "seed") else params
+            for p, g in enumerate(gates):
+                if not g.present[i]:
+                    continue
+                with self._autocast():
+                    out = saliency_grid(clip, pixels, texts[p], pcfg.saliency, slice_params)
+                grid = out.raw_grid.float().numpy().astype(np.float32)
+                grids[(i, p)] = grid
+                finite = grid[np.isfinite(grid)]
+                peaks[i, p] = float(finite.max()) if finite.size else 0.0
+        seconds["saliency"] = time.perf_counter() - tsal
+
+        present = np.stack([saliency_gate(peaks[:, p], gates[p].present, cfg.presence.saliency_ratio)
+                            if cfg.presence.enabled else gates[p].present for p in range(len(items))], axis=1) \
+            if items else np.zeros((len(indices), 0), bool)
+        confident = np.stack([confident_slices(sims[:, p], present[:, p]) for p in range(len(items))], axis=1)
+        records = [[SliceRecord(index=indices[i], similarity=float(sims[i, p]), passed_similarity=bool(gates[p].present[i]),
+                                raw_saliency_peak=None if np.isnan(peaks[i, p]) else float(peaks[i, p]),
+                                present=bool(present[i, p]), confident=bool(confident[i, p]))
+                    for i in range(len(indices))] for p in range(len(items))]
+
+        # 3. SAM pass on present slices
+        tsam = time.perf_counter()
+        labels = BitLabels((n, rows, cols))
+        stacks = [labels.stack(p) for p in range(len(items))]
+        todo = [i for i in range(len(indices)) if present[i].any()]
+        segmenter = self.pipeline.segmenter
+        sam_batch = self.sam_batch_size()
+        with tqdm(total=len(todo), desc="SAM", **bar) as pb:
+            for chunk in _batches(todo, sam_batch):
+                images = [rendered(indices[i]) for i in chunk]
+                with torch.no_grad(), self._autocast():
+                    embeddings = segmenter.encode(images)
+                for i, rgb, emb in zip(chunk, images, embeddings):
+                    k = indices[i]
+                    segmenter.set_embedding(emb)
+                    pad = SquarePad.for_shape(*rgb.shape[:2])
+                    prompt_cfg = dataclasses.replace(pcfg.prompts, seed=pcfg.prompts.seed + k)
+                    for p in range(len(items)):
+                        if not present[i, p]:
+                            continue
+                        smap = saliency_map_from_grid(grids.pop((i, p)), pad, clip.image_size)
+                        coarse = make_coarse_mask(smap, rgb, pcfg.postprocess)
+                        visual = make_visual_prompts(coarse, prompt_cfg)
+                        rec = records[p][i]
+                        if visual.empty:
+                            continue
+                        with self._autocast():
+                            out = segmenter.segment(visual, pcfg.sam)
+                        rec.found = bool(out.mask.any())
+                        rec.mask_pixels = int(out.mask.sum())
+                        if rec.found:
+                            stacks[p].or_region(k, rs, cs, out.mask)
+                    pb.update(1)
+                del embeddings
+        grids.clear()
+        seconds["sam"] = time.perf_counter() - tsam
+
+        # 4. 3D consistency per prompt
+        tc = time.perf_counter()
+        reports = []
+        for p in range(len(items)):
+            conf_full = np.zeros(n, bool)
+            conf_full[start:stop] = confident[:, p]
+            reports.append(enforce_consistency(stacks[p], cfg.consistency, conf_full))
+        seconds["consistency"] = time.perf_counter() - tc
+
+        label_map, overlaps = labels.to_label_map()
+        for (i, j), count in sorted(overlaps.items()):
+            notes.append(f"prompts {i + 1} and {j + 1} overlap on {count} voxels; label {i + 1} (the earlier "
+                         "prompt) keeps them")
+        results = []
+        for p, item in enumerate(items):
+            voxels = int(np.count_nonzero(label_map == p + 1)) if len(items) > 1 else int(np.count_nonzero(label_map))
+            results.append(PromptResult(item, p + 1, gates[p], records[p], reports[p], voxels))
+        processed = int(present.any(axis=1).sum())
+        seconds["total"] = time.perf_counter() - t0
+        return VolumeResult(label_map, geom, results, win, len(indices), processed, len(indices) - processed,
+                            seconds, notes, overlaps, (start, stop), cfg.roi)
+
+    @staticmethod
+    def _check_prompts(prompts: Sequence[str | Sequence[str]]) -> list[str | list[str]]:
+        items: list[str | list[str]] = []
+        for p in prompts:
+            if isinstance(p, str):
+                if not p.strip():
+                    raise InputError("a text prompt is empty; give the target in words, e.g. --prompt \"left lung\"")
+                items.append(p.strip())
+            else:
+                group = [q.strip() for q in p]
+                if not group or any(not q for q in group):
+                    raise InputError("a prompt ensemble is empty or has an empty prompt")
+                items.append(group)
+        if not items:
+            raise InputError("no text prompt given; pass --prompt TEXT (repeat it for several labels)")
+        if len(items) > MAX_PROMPTS:
+            raise InputError(f"{len(items)} prompts given; at most {MAX_PROMPTS} labels per run — split the run")
+        return items
+
+
+__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "BitLabels", "fit_batch_size",
+           "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]

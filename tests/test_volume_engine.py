@@ -1,0 +1,323 @@
+"""Volume geometry, series rendering, the presence gate, 3D consistency and the slice engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from medclipsam.config import PipelineConfig
+from medclipsam.errors import ConfigError, InputError
+from medclipsam.pipeline import Pipeline
+from medclipsam.volume import ArrayVolume, Geometry, geometry_from_positions
+from medclipsam.volume.consistency import (ArrayMaskStack, ConsistencyConfig, components_3d, enforce_consistency,
+                                           fill_gaps)
+from medclipsam.volume.engine import (BitLabels, VolumeConfig, VolumePipeline, fit_batch_size, parse_roi,
+                                      parse_slice_range)
+from medclipsam.volume.presence import (CALIBRATION_FILE, PresenceConfig, confident_slices, model_presence_threshold,
+                                        relative_split, saliency_gate, similarity_gate)
+from medclipsam.volume.render import choose_window, render_slice
+
+
+# ---------------------------------------------------------------- geometry
+def test_geometry_from_positions_regular_stack():
+    pos = [(10.0, -5.0, 2.5 * k) for k in (0, 1, 2, 3)]
+    g = geometry_from_positions(4, 6, (1, 0, 0), (0, 1, 0), (0.5, 0.7), pos)
+    assert g.shape == (4, 4, 6) and g.regular
+    assert g.spacing == pytest.approx((0.7, 0.5, 2.5))
+    assert g.origin == (10.0, -5.0, 0.0)
+    a = g.affine_lps()
+    assert np.allclose(a @ [2, 3, 1, 1], [10 + 1.4, -5 + 1.5, 2.5, 1])
+    assert np.allclose(g.affine_ras()[:2], -a[:2]) and np.allclose(g.affine_ras()[2:], a[2:])
+    assert np.allclose(g.slice_position(3), pos[3])
+    sub = g.with_slices(1, 3)
+    assert sub.shape == (2, 4, 6) and np.allclose(sub.origin, pos[1])
+
+
+def test_geometry_oblique_direction_follows_slice_order():
+    r, c = np.array([1.0, 0, 0]), np.array([0, np.cos(0.3), np.sin(0.3)])
+    normal = np.cross(r, c)
+    pos = [tuple(5 * k * normal) for k in range(3)]
+    g = geometry_from_positions(2, 2, r, c, (1, 1), pos)
+    d = g.direction_matrix()
+    assert np.allclose(d[:, 0], r) and np.allclose(d[:, 1], c) and np.allclose(d[:, 2], normal)
+    assert g.spacing[2] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("z, word", [([0, 2, 4, 8, 10], "missing slices"), ([0, 2, 4.6, 6.6, 8.6], "non-uniform")])
+def test_geometry_flags_irregular_spacing(z, word):
+    g = geometry_from_positions(2, 2, (1, 0, 0), (0, 1, 0), (1, 1), [(0, 0, v) for v in z])
+    assert not g.regular and word in g.irregular_reason
+    assert g.slice_position(3) == (0.0, 0.0, float(z[3]))        # per-slice positions are kept
+
+
+def test_geometry_flags_gantry_tilt_and_refuses_duplicates():
+    g = geometry_from_positions(2, 2, (1, 0, 0), (0, 1, 0), (1, 1), [(0, 0.5 * k, 2.0 * k) for k in range(4)])
+    assert not g.regular and "tilt" in g.irregular_reason
+    with pytest.raises(ValueError, match="share one position"):
+        geometry_from_positions(2, 2, (1, 0, 0), (0, 1, 0), (1, 1), [(0, 0, 0), (0, 0, 0)])
+
+
+# ---------------------------------------------------------------- rendering
+def _ct(n=6, size=32, fill=-1000.0) -> ArrayVolume:
+    a = np.full((n, size, size), fill, np.float32)
+    a[:, 8:24, 8:24] = 40.0
+    return ArrayVolume(a, Geometry((n, size, size)), modality="CT")
+
+
+@pytest.mark.parametrize("prompt, preset", [("left lung", "ct-lung"), ("pulmonary nodule", "ct-lung"),
+                                            ("brain haemorrhage", "ct-brain"), ("rib fracture", "ct-bone"),
+                                            ("liver", "ct-soft-tissue")])
+def test_ct_window_chosen_from_prompt(prompt, preset):
+    w = choose_window(_ct(), [prompt])
+    assert w.preset == preset
+
+
+def test_window_is_per_series_not_per_slice():
+    vol = _ct()
+    vol.array[3] += 100.0                           # one brighter slice
+    w = choose_window(vol, ["liver"])
+    a, b = render_slice(vol.read_slice(0), w), render_slice(vol.read_slice(3), w)
+    # the same HU gives the same grey on every slice; 140 HU is brighter than 40 HU
+    assert a[16, 16, 0] == round((40 + 160) / 400 * 255) and b[16, 16, 0] > a[16, 16, 0]
+    assert a.dtype == np.uint8 and a.shape == (32, 32, 3)
+
+
+def test_mr_percentile_and_unlabelled_hu_volume():
+    rng = np.random.default_rng(0)
+    mr = ArrayVolume(rng.uniform(0, 1000, (5, 32, 32)).astype(np.float32), Geometry((5, 32, 32)), modality="MR")
+    w = choose_window(mr, ["tumour"])
+    assert w.preset == "mr-percentile" and 0 <= w.low < 20 and 980 < w.high <= 1000
+    unlabelled = _ct()
+    unlabelled.modality = "OT"
+    assert choose_window(unlabelled, ["lung"]).preset == "ct-lung"     # values look like HU
+
+
+def test_rgb_and_8bit_as_stored_and_monochrome1_inverted():
+    rgb = ArrayVolume(np.full((1, 8, 8, 3), 7, np.uint8), Geometry((1, 8, 8)), modality="US")
+    w = choose_window(rgb, ["mass"])
+    assert w.low is None and render_slice(rgb.read_slice(0), w)[0, 0, 0] == 7
+    dx = ArrayVolume(np.full((1, 8, 8), 50.0, np.float32), Geometry((1, 8, 8)), modality="DX")
+    dx.photometric = "MONOCHROME1"
+    w = choose_window(dx, ["lungs"])
+    assert w.invert and render_slice(dx.read_slice(0), w)[0, 0, 0] == 255 - 50
+
+
+def test_user_window_and_missing_dicom_window():
+    vol = _ct()
+    assert choose_window(vol, ["liver"], "ct-bone").preset == "ct-bone"
+    with pytest.raises(ConfigError, match="no WindowCenter"):
+        choose_window(vol, ["liver"], "dicom")
+    with pytest.raises(ConfigError, match="unknown window preset"):
+        choose_window(vol, ["liver"], "ct-foot")
+
+
+# ---------------------------------------------------------------- presence gate
+def test_similarity_gate_modes():
+    s = np.array([0.1, 0.12, 0.11, 0.30, 0.31, 0.29, 0.1])
+    user = similarity_gate(s, PresenceConfig(threshold=0.2))
+    assert user.mode == "user" and user.present.tolist() == [False, False, False, True, True, True, False]
+    cal = similarity_gate(s, PresenceConfig(), calibrated=0.305)
+    assert cal.mode == "model calibration" and cal.present.sum() == 1
+    rel = similarity_gate(s, PresenceConfig())
+    assert rel.mode == "series-relative split" and rel.present.tolist() == user.present.tolist()
+    assert "cannot tell a target absent" in rel.note
+    # one group (a normal or uniform spread) is not split: Otsu halves of those are < 4 pooled std apart
+    rng = np.random.default_rng(0)
+    flat = similarity_gate(rng.normal(0.3, 0.02, 60), PresenceConfig())
+    assert flat.mode == "all slices"
+    flat = similarity_gate(rng.uniform(0.2, 0.3, 60), PresenceConfig())
+    assert flat.mode == "all slices" and flat.present.all() and "--presence-threshold" in flat.note
+    off = similarity_gate(s, PresenceConfig(enabled=False, threshold=0.9))
+    assert off.mode == "disabled" and off.present.all()
+
+
+def test_relative_split_needs_separation_and_gap():
+    t, sep = relative_split(np.array([0.2, 0.2001, 0.2, 0.2001]), 4.0, min_gap=0.005)
+    assert t is None                                      # separated, but by a negligible cosine
+    t, sep = relative_split(np.array([0.1, 0.1, 0.1, 0.3, 0.3]), 4.0, min_gap=0.005)
+    assert t is not None and 0.1 < t <= 0.3
+
+
+def test_presence_threshold_must_be_a_cosine():
+    with pytest.raises(ConfigError, match="cosine"):
+        PresenceConfig(threshold=3.0)
+
+
+def test_saliency_gate_and_confident_slices():
+    peaks = np.array([1.0, 0.05, np.nan, 0.5])
+    cand = np.array([True, True, False, True])
+    assert saliency_gate(peaks, cand, 0.2).tolist() == [True, False, False, True]
+    assert saliency_gate(peaks, cand, 0.0).tolist() == cand.tolist()
+    conf = confident_slices(np.array([0.1, 0.5, 0.3, 0.9]), np.array([False, True, True, True]))
+    assert conf.tolist() == [False, True, False, True]
+
+
+def test_model_calibration_file(tmp_path):
+    class FakeClip:
+        spec = f"local-dir:{tmp_path}"
+
+    assert model_presence_threshold(FakeClip()) is None
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"presence_threshold": 0.27}))
+    assert model_presence_threshold(FakeClip()) == pytest.approx(0.27)
+    (tmp_path / CALIBRATION_FILE).write_text("{}")
+    with pytest.raises(ConfigError, match="presence_threshold"):
+        model_presence_threshold(FakeClip())
+
+
+# ---------------------------------------------------------------- 3D consistency
+def test_fill_gaps_uses_the_intersection_of_neighbours():
+    a = np.zeros((5, 8, 8), bool)
+    a[0, 1:5, 1:5] = True
+    a[2, 2:6, 2:6] = True
+    a[4, 6:8, 6:8] = True                                # no overlap with slice 2: its gap stays empty
+    filled = fill_gaps(ArrayMaskStack(a), 1)
+    assert filled == [1]
+    assert a[1].sum() == 9 and a[1, 2:5, 2:5].all()
+    assert not a[3].any()
+
+
+def test_streaming_components_match_scipy_3d_labelling():
+    rng = np.random.default_rng(3)
+    a = rng.random((7, 20, 20)) > 0.8
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    structure[0, 1, 1] = structure[2, 1, 1] = True
+    ref, count = ndimage.label(a, structure=structure)
+    comps = components_3d(ArrayMaskStack(a.copy()))
+    assert len(comps.roots) == count
+    assert sorted(comps.size[comps.roots].tolist()) == sorted(np.bincount(ref.ravel())[1:].tolist())
+
+
+def test_keep_supported_and_largest_components():
+    a = np.zeros((6, 10, 10), bool)
+    a[0:3, 1:4, 1:4] = True            # 27 voxels, reaches confident slice 1
+    a[4:6, 6:10, 6:10] = True          # 32 voxels, never confident
+    confident = np.array([False, True, False, False, False, False])
+    b = a.copy()
+    rep = enforce_consistency(ArrayMaskStack(b), ConsistencyConfig(fill_gaps=0, keep="supported"), confident)
+    assert rep.components == 2 and rep.kept_components == 1 and rep.removed_voxels == 32
+    assert b[0:3].sum() == 27 and not b[4:].any()
+    c = a.copy()
+    enforce_consistency(ArrayMaskStack(c), ConsistencyConfig(fill_gaps=0, keep="largest", num_components=1), None)
+    assert not c[0:3].any() and c[4:].sum() == 32
+    with pytest.raises(ConfigError, match="unknown 3D component rule"):
+        ConsistencyConfig(keep="biggest")
+
+
+def test_bit_labels_multi_label_with_overlap():
+    bl = BitLabels((2, 4, 4))
+    s0, s1 = bl.stack(0), bl.stack(1)
+    m = np.zeros((4, 4), bool)
+    m[:2] = True
+    s0.set(0, m)
+    s1.or_region(0, slice(1, 3), slice(0, 4), np.ones((2, 4), bool))
+    assert s0.get(0).sum() == 8 and s1.get(0).sum() == 8 and not s1.any(1)
+    labels, overlaps = bl.to_label_map()
+    assert overlaps == {(0, 1): 4}
+    assert (labels[0, :2] == 1).all() and (labels[0, 2] == 2).all() and (labels[0, 3] == 0).all()
+
+
+# ---------------------------------------------------------------- slice engine (tiny random models)
+@pytest.fixture(scope="module")
+def tiny_pipeline(tiny_clip, tiny_sam):
+    return Pipeline(tiny_clip, tiny_sam, PipelineConfig.from_preset("v2", {"m2ib.layer": "2", "m2ib.steps": "3",
+                                                                           "m2ib.samples": "2"}))
+
+
+class CountingVolume(ArrayVolume):
+    reads: int = 0
+
+    def read_slice(self, k):
+        self.reads += 1
+        return super().read_slice(k)
+
+
+def _phantom(n=8, size=48) -> CountingVolume:
+    a = np.full((n, size, size), -1000.0, np.float32)
+    a[:, 8:40, 8:40] = 0.0
+    a[2:6, 18:30, 18:30] = 80.0
+    return CountingVolume(a, Geometry((n, size, size), (0.7, 0.7, 3.0), (1.0, 2.0, 3.0)), modality="CT")
+
+
+def test_engine_absolute_threshold_above_everything_processes_nothing(tiny_pipeline):
+    vol = _phantom()
+    r = VolumePipeline(tiny_pipeline, VolumeConfig(presence=PresenceConfig(threshold=1.0))).run(vol, ["lesion"])
+    assert (r.slices, r.processed, r.gated) == (8, 0, 8)
+    assert r.labels.shape == (8, 48, 48) and not r.labels.any()
+    assert vol.reads <= 8 + 3          # the similarity pass (+ window sampling); nothing else was read
+    assert r.prompts[0].gate.mode == "user"
+
+
+def test_engine_runs_every_slice_without_gate_and_is_reproducible(tiny_pipeline):
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False), consistency=ConsistencyConfig(enabled=False))
+    r1 = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion"])
+    r2 = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion"])
+    assert (r1.slices, r1.processed, r1.gated) == (8, 8, 0)
+    assert all(rec.raw_saliency_peak is not None for rec in r1.prompts[0].records)
+    assert np.array_equal(r1.labels, r2.labels)                       # seeded per slice
+    assert r1.geometry.same_grid(_phantom().geometry)
+    found = [rec.index for rec in r1.prompts[0].records if rec.found]
+    assert set(np.flatnonzero(r1.labels.reshape(8, -1).any(axis=1))) == set(found)
+
+
+def test_engine_slice_range_and_roi_leave_the_rest_empty(tiny_pipeline):
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False), slice_range=(2, 5), roi=(10, 12, 40, 44))
+    r = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion"])
+    assert r.slices == 3 and [rec.index for rec in r.prompts[0].records] == [2, 3, 4]
+    assert not r.labels[:2].any() and not r.labels[5:].any()
+    outside = r.labels.copy()
+    outside[:, 12:44, 10:40] = 0
+    assert not outside.any()
+    assert r.labels.any()                                              # random SAM still paints something
+
+
+def test_engine_multi_label(tiny_pipeline):
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False))
+    r = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion", ["body", "soft tissue"]])
+    assert [p.label for p in r.prompts] == [1, 2] and r.prompts[1].name == "body | soft tissue"
+    assert set(np.unique(r.labels)) <= {0, 1, 2}
+    assert sum(p.voxels for p in r.prompts) == int(np.count_nonzero(r.labels))
+    summary = r.summary()
+    json.dumps(summary)
+    assert summary["slices"] == 8 and len(summary["prompts"][0]["per_slice"]) == 8
+
+
+def test_engine_bad_requests(tiny_pipeline):
+    engine = VolumePipeline(tiny_pipeline)
+    with pytest.raises(InputError, match="empty"):
+        engine.run(_phantom(), ["  "])
+    with pytest.raises(InputError, match="at most 8"):
+        engine.run(_phantom(), [f"p{i}" for i in range(9)])
+    with pytest.raises(ConfigError, match="outside"):
+        VolumePipeline(tiny_pipeline, VolumeConfig(slice_range=(5, 20))).run(_phantom(), ["lesion"])
+    with pytest.raises(ConfigError, match="outside"):
+        VolumePipeline(tiny_pipeline, VolumeConfig(roi=(0, 0, 100, 10))).run(_phantom(), ["lesion"])
+
+
+def test_parsers_and_batch_fitting():
+    assert parse_slice_range("3:9") == (3, 9) and parse_slice_range(":4") == (0, 4) and parse_slice_range("2:") == (2, -1)
+    assert parse_roi("1,2,30,40") == (1, 2, 30, 40)
+    for bad in ("3", "a:b"):
+        with pytest.raises(ConfigError):
+            parse_slice_range(bad)
+    with pytest.raises(ConfigError):
+        parse_roi("1,2,3")
+    assert fit_batch_size(10 * 2**30, 2**30, 16) == 5
+    assert fit_batch_size(2**20, 2**30, 16) == 1 and fit_batch_size(2**40, 2**30, 16) == 16
+
+
+def test_batched_sam_embedding_equals_set_image(tiny_sam):
+    from medclipsam.sam_stage import SamSegmenter
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(2)]
+    seg = SamSegmenter(tiny_sam)
+    batch = seg.encode(imgs)
+    for img, emb in zip(imgs, batch):
+        seg.set_image(img)
+        assert torch.allclose(seg.predictor.features, emb.features, atol=1e-5)
+        assert emb.original_size == (40, 56)
