@@ -374,7 +374,7 @@ def test_dicom_multiframe_is_refused():
     assert int(ds.NumberOfFrames) > 1
     with pytest.raises(InputError) as exc:
         read_image(path)
-    assert "single-frame" in str(exc.value)
+    assert "single-frame" in str(exc.value) and "segment-series" in str(exc.value)
     assert path.name in str(exc.value)
 
 

@@ -109,7 +109,8 @@ def _read_dicom(p: Path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise InputError(f"DICOM file {p} has {frames} frames; 'segment' takes single 2D images. Export the frame "
-                         "you need as a single-frame file (volume and series input is not supported yet)")
+                         "you need as a single-frame file, or segment the whole file as a volume with "
+                         "'medclipsam segment-series'")
     try:
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises many kinds for missing decoders / truncated data
