@@ -1,4 +1,4 @@
-"""Command line: ``medclipsam segment`` and ``medclipsam evaluate``.
+"""Command line: ``medclipsam segment``, ``medclipsam segment-series`` and ``medclipsam evaluate``.
 
 The CLI only parses arguments, loads models and writes files; the work is done by
 :class:`medclipsam.pipeline.Pipeline` and :mod:`medclipsam.evaluation`.
@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlays", action="store_true", help="also write overlay panels to OUT/overlays/")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
+
+    from .series_cli import add_parser as add_series_parser
+
+    add_series_parser(sub, {"clip": DEFAULT_CLIP, "sam": DEFAULT_SAM})
 
     ev = sub.add_parser("evaluate", help="score predicted masks against ground truth (pairs files by name)")
     ev.add_argument("--pred", required=True, help="folder of predicted masks")

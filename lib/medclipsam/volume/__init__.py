@@ -1,4 +1,4 @@
-"""Volumes in patient space: geometry, slice sources, NIfTI/NRRD input and label output."""
+"""Volumes in patient space: geometry, slice sources, rendering, the slice engine, NIfTI/NRRD I/O."""
 
 from .geometry import Geometry, geometry_from_positions
 from .source import ArrayVolume, VolumeSource
