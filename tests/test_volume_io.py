@@ -215,16 +215,21 @@ def test_unwritable_output_leaves_nothing(tmp_path):
     assert _all_files(tmp_path) == ["not_a_folder"]
 
 
-def test_failed_write_removes_temporary_files(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["mask.nii.gz", "mask.nrrd"])
+def test_failed_write_removes_temporary_files(tmp_path, monkeypatch, name):
+    import errno
+
+    from medclipsam.volume import label_writers
+
     g = _oblique_geometry()
 
-    def failing_write(image, name, *args, **kwargs):
-        Path(name).write_bytes(b"half a file")
-        raise RuntimeError("disk full (simulated)")
+    def failing_write(f, labels):
+        f.write(labels[0].tobytes())                     # half a file ...
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
 
-    monkeypatch.setattr(sitk, "WriteImage", failing_write)
-    with pytest.raises(InputError, match="disk full"):
-        write_label(tmp_path / "mask.nii.gz", _labels(g.shape), g)
+    monkeypatch.setattr(label_writers, "_write_slices", failing_write)
+    with pytest.raises(InputError, match="No space left"):
+        write_label(tmp_path / name, _labels(g.shape), g)
     assert _all_files(tmp_path) == []
 
 
