@@ -222,3 +222,45 @@ def test_seg_needs_a_dicom_source(tmp_path, capsys):
     vol = tmp_path / "vol.nii.gz"
     write_label(vol, np.zeros((3, 32, 32), np.uint8), Geometry((3, 32, 32)))
     _expect_refusal(capsys, tmp_path, [str(vol), "--prompt", "lesion"], "DICOM SEG", "DICOM series", suffix=".dcm")
+
+
+@pytest.mark.parametrize("case", ["mr_multiframe_enhanced_philips", "ct_multiframe_enhanced", "us_rgb_single_frame",
+                                  "xray_dx_monochrome1", "ct_series_siemens_j2k_blank_uids_with_reference_seg",
+                                  "mr_series_siemens_t1_sag_uncompressed"])
+def test_dicom_seg_round_trip_on_real_series(case, tmp_path, tiny_clip, tiny_sam):
+    """Every SEG we write passes dciodvfy and re-reads (highdicom and pydicom) into the same mask."""
+    import highdicom as hd
+
+    from medclipsam.config import PipelineConfig
+    from medclipsam.dicom.seg import read_dicom_seg
+    from medclipsam.dicom.validate import dciodvfy_available, validate_with_dciodvfy
+    from medclipsam.pipeline import Pipeline
+    from medclipsam.volume.engine import VolumeConfig, VolumePipeline
+    from medclipsam.volume.inputs import open_volume
+    from medclipsam.volume.outputs import slice_frames, write_result
+    from medclipsam.volume.presence import PresenceConfig
+
+    folder = corpus(case)
+    pipeline = Pipeline(tiny_clip, tiny_sam, PipelineConfig.from_preset("v2", {"m2ib.layer": "2", "m2ib.steps": "2",
+                                                                               "m2ib.samples": "2"}))
+    src = open_volume(folder)
+    try:
+        result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["lesion"])
+        assert result.labels.any(), "random SAM paints something on every processed slice"
+        out, _notes = write_result(tmp_path / "seg.dcm", result, src, models="tiny random", algorithm_version="t")
+        datasets, frames = slice_frames(src)
+        back, segments = read_dicom_seg(out, datasets, frames=frames)
+        assert np.array_equal(back, result.labels)
+        assert [s.name for s in segments] == ["lesion"]
+        seg = hd.seg.segread(str(out))
+        assert seg.number_of_segments == 1
+        # highdicom: the frames of segment 1 reference exactly the slices that have voxels
+        referenced = {str(item.ReferencedSOPInstanceUID) for fr in seg.PerFrameFunctionalGroupsSequence
+                      for d in fr.DerivationImageSequence for item in d.SourceImageSequence}
+        with_voxels = {src.slices[k].sop_instance_uid for k in range(len(src)) if result.labels[k].any()}
+        assert referenced == with_voxels
+    finally:
+        src.close()
+    if dciodvfy_available():
+        report = validate_with_dciodvfy(out)
+        assert not report.errors, report.raw

@@ -44,7 +44,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pydicom
@@ -153,6 +153,28 @@ def _effective_sop_class_uid(ds: Dataset) -> str:
     return "" if _blank(uid) else str(uid).strip()
 
 
+_SHAREABLE_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence")
+
+
+def _per_frame_shareable_groups(ds: Dataset) -> dict[str, Any]:
+    """Functional groups an enhanced multi-frame image repeats in every frame (identically) but lacks
+    in its shared groups, where highdicom 0.22 looks for them (Philips writes them per frame)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    out: dict[str, Any] = {}
+    if not shared or not per_frame:
+        return out
+    for keyword in _SHAREABLE_GROUPS:
+        if keyword in shared[0]:
+            continue
+        items = [f.get(keyword) for f in per_frame]
+        if any(not i for i in items):
+            continue
+        if all(str(i[0]) == str(items[0][0]) for i in items[1:]):
+            out[keyword] = copy.deepcopy(items[0])
+    return out
+
+
 def _metadata_copy(ds: Dataset) -> Dataset:
     """A deep copy without pixel data (a copy we may modify; the caller's data set stays as is)."""
     new = Dataset()
@@ -224,10 +246,13 @@ def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], s
         blank_uids = [kw for kw in _UID_KEYWORDS if _blank(ds.get(kw))]
         missing_type2 = [kw for kw in _TYPE2_KEYWORDS if kw not in ds]
         stray_frames = (strip_frames and "NumberOfFrames" in ds and not _is_multiframe(ds))
-        if not blank_uids and not missing_type2 and not stray_frames:
+        shareable = _per_frame_shareable_groups(ds)
+        if not blank_uids and not missing_type2 and not stray_frames and not shareable:
             result.append(ds)
             continue
         c = _metadata_copy(ds)
+        for keyword, value in shareable.items():
+            setattr(c.SharedFunctionalGroupsSequence[0], keyword, value)
         if "SOPInstanceUID" in blank_uids:
             c.SOPInstanceUID = sop_uid
             sop_from_meta += 1
@@ -484,6 +509,17 @@ def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: 
             )
         if _needs_utf8(seg):
             seg.SpecificCharacterSet = "ISO_IR 192"
+        if "FrameOfReferenceUID" not in seg and "PatientOrientation" not in seg:
+            # General Image module: PatientOrientation is Type 2C when there is no frame of reference
+            # (2D ultrasound, projection X-ray); copy the source's, or leave it empty (unknown).
+            seg.PatientOrientation = source_list[0].get("PatientOrientation", "")
+            # Without a frame of reference the pixel measures are optional; highdicom 0.22 copies the
+            # projection image's spacing without a SliceThickness and then cannot read its own SEG
+            # back (it requires both). Leave them out rather than invent a slice thickness.
+            for shared in seg.get("SharedFunctionalGroupsSequence") or []:
+                pm = shared.get("PixelMeasuresSequence")
+                if pm and "SliceThickness" not in pm[0]:
+                    del shared.PixelMeasuresSequence
     except MedClipSamError:
         raise
     except (ValueError, TypeError, AttributeError, IndexError, KeyError, NotImplementedError) as e:
