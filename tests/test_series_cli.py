@@ -264,3 +264,38 @@ def test_dicom_seg_round_trip_on_real_series(case, tmp_path, tiny_clip, tiny_sam
     if dciodvfy_available():
         report = validate_with_dciodvfy(out)
         assert not report.errors, report.raw
+
+
+def test_sample_series_matches_its_generator(tmp_path):
+    """sample-data/dicom is what make_sample_series.py writes (no stale or hand-edited data)."""
+    import importlib.util
+
+    from medclipsam.volume.itk_io import read_volume
+
+    root = Path(__file__).resolve().parents[1] / "sample-data"
+    spec = importlib.util.spec_from_file_location("make_sample_series", root / "make_sample_series.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make(tmp_path)
+    shipped = sorted((root / "dicom" / "phantom_ct").glob("*.dcm"))
+    assert len(shipped) == 24
+    for f in shipped:
+        assert f.read_bytes() == (tmp_path / "phantom_ct" / f.name).read_bytes(), f.name
+    for name in ("phantom_ct_lesion.nii.gz", "phantom_ct_lungs.nii.gz"):
+        a, b = read_volume(root / "dicom" / name), read_volume(tmp_path / name)
+        assert np.array_equal(a.array, b.array) and a.geometry.same_grid(b.geometry) and a.array.any()
+
+
+def test_ground_truth_lies_on_the_sample_series_grid():
+    from medclipsam.volume.inputs import open_volume
+    from medclipsam.volume.itk_io import read_volume
+
+    root = Path(__file__).resolve().parents[1] / "sample-data" / "dicom"
+    src = open_volume(root / "phantom_ct")
+    truth = read_volume(root / "phantom_ct_lesion.nii.gz")
+    assert src.geometry.same_grid(truth.geometry)
+    # the lesion is brighter (+80 HU) than the water around it, on the grid the truth says
+    k = int(np.argmax(truth.array.reshape(len(src), -1).sum(axis=1)))
+    hu = src.read_slice(k)
+    lesion = truth.array[k] > 0
+    assert hu[lesion].mean() > hu[~lesion & (hu > -500)].mean() + 50

@@ -87,6 +87,10 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
     config = PipelineConfig.from_preset(args.preset, pipeline_overrides)
     vcfg = apply_overrides(VolumeConfig(slice_range=parse_slice_range(args.slices), roi=parse_roi(args.roi),
                                         batch_size=args.batch_size), volume_overrides)
+    if args.window != "auto":
+        from .volume.render import WINDOW_PRESETS
+
+        WINDOW_PRESETS.get(args.window)        # an unknown name fails now, listing the presets
     device = _device(args.device)
 
     src = open_volume(args.input if len(args.input) > 1 else args.input[0], series_uid=args.series)
