@@ -299,3 +299,49 @@ def test_ground_truth_lies_on_the_sample_series_grid():
     hu = src.read_slice(k)
     lesion = truth.array[k] > 0
     assert hu[lesion].mean() > hu[~lesion & (hu > -500)].mean() + 50
+
+
+def test_target_absent_everywhere(series, tmp_path, capsys):
+    """A threshold no slice reaches: an empty label volume (NIfTI), and no SEG (it cannot be empty)."""
+    out = tmp_path / "labels.nii.gz"
+    code, stdout, err = run(capsys, str(series), "--prompt", "lesion", "--presence-threshold", "1.0",
+                            "--out", str(out), *TINY)
+    assert code == 0, err
+    assert last_line(stdout) == (10, 0, 10)
+    _img, arr = sitk_geometry(out)
+    assert arr.shape == (10, 64, 64) and not arr.any()
+    seg = tmp_path / "seg.dcm"
+    code, stdout, err = run(capsys, str(series), "--prompt", "lesion", "--presence-threshold", "1.0",
+                            "--out", str(seg), *TINY)
+    assert code == 2 and "no SEG written" in err and "10 of 10 slices" in err and not seg.exists()
+    assert last_line(stdout) == (10, 0, 10)
+
+
+def test_unknown_window_fails_before_loading_models(series, tmp_path, capsys):
+    code, _, err = run(capsys, str(series), "--prompt", "lesion", "--window", "ct-foot",
+                       "--out", str(tmp_path / "x.nii.gz"), "--clip", "local-dir:/nonexistent", "--sam", "vit_h:/no.pth")
+    assert code == 2 and "unknown window preset 'ct-foot'" in err and "ct-lung" in err
+
+
+def test_nifti_volume_in_nifti_out_keeps_its_grid(tmp_path, capsys):
+    from medclipsam.volume import Geometry
+    from medclipsam.volume.itk_io import read_volume
+
+    g = Geometry((6, 40, 48), (0.9, 0.7, 3.0), (12.0, -30.0, 45.0),
+                 (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0))          # sagittal-like axes
+    hu = np.full(g.shape, -1000, np.int16)
+    hu[:, 8:32, 8:40] = 40
+    vol = tmp_path / "ct.nii"
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(hu)
+    img.SetSpacing(g.spacing)
+    img.SetOrigin(g.origin)
+    img.SetDirection(g.direction)
+    sitk.WriteImage(img, str(vol))
+    out = tmp_path / "labels.nrrd"
+    code, stdout, err = run(capsys, str(vol), "--prompt", "liver", "--no-gate", "--out", str(out), *TINY)
+    assert code == 0, err
+    assert last_line(stdout) == (6, 6, 0) and "values look like Hounsfield units" in err
+    back = read_volume(out)
+    assert back.geometry.same_grid(g, atol=1e-5)

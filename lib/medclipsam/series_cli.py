@@ -58,6 +58,7 @@ def _split_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, s
 def cmd_segment_series(args: argparse.Namespace) -> int:
     from .cli import _device, _warn
     from .config import PipelineConfig, apply_overrides, parse_overrides
+    from .dicom.seg import EmptySegmentationError
     from .io import write_json
     from .volume.engine import VolumeConfig, VolumePipeline, parse_roi, parse_slice_range
     from .volume.inputs import close_volume, open_volume
@@ -113,7 +114,13 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         for note in result.notes[len(src.notes):]:
             print(f"note: {note}", file=sys.stderr)
         models = f"{clip.architecture} ({clip.spec}) + SAM {sam.architecture} ({sam.spec}), {config.preset}"
-        out, write_notes = write_result(args.out, result, src, models=models, algorithm_version=__version__)
+        try:
+            out, write_notes = write_result(args.out, result, src, models=models, algorithm_version=__version__)
+        except EmptySegmentationError:
+            print(_stats_line(result, t0))
+            raise InputError(f"nothing was segmented ({result.gated} of {result.slices} slices judged target-absent, "
+                             "no mask on the others), and a DICOM SEG cannot be empty: no SEG written. Write "
+                             "--out NAME.nii.gz for an empty label volume, or lower --presence-threshold") from None
         for note in write_notes:
             print(f"note: {note}", file=sys.stderr)
         for p in result.prompts:
@@ -128,6 +135,10 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
             print(f"report: {write_json(Path(args.report), report)}")
     finally:
         close_volume(src)
-    print(f"slices={result.slices} processed={result.processed} gated={result.gated} "
-          f"seconds={time.perf_counter() - t0:.2f}")
+    print(_stats_line(result, t0))
     return 0
+
+
+def _stats_line(result, t0: float) -> str:
+    return (f"slices={result.slices} processed={result.processed} gated={result.gated} "
+            f"seconds={time.perf_counter() - t0:.2f}")
