@@ -108,7 +108,7 @@ def test_multi_label_dicom_seg(series, tmp_path, capsys):
     assert labels[0] == "lesion" and (labels[1:] == ["left lung"] or "'left lung') have no voxel" in err)
     if len(labels) == 2:
         assert seg.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == "44029006"
-    assert "tiny" in seg.SeriesDescription or "random" in seg.SeriesDescription
+    assert seg.SeriesDescription == "medclipsam: v2 tiny + SAM tiny RANDOM WEIGHTS"
     if dciodvfy_available():
         report = validate_with_dciodvfy(out)
         assert not report.errors, report.raw

@@ -113,7 +113,9 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         print(f"window: {result.window.describe()}", file=sys.stderr)
         for note in result.notes[len(src.notes):]:
             print(f"note: {note}", file=sys.stderr)
-        models = f"{clip.architecture} ({clip.spec}) + SAM {sam.architecture} ({sam.spec}), {config.preset}"
+        # short enough for the SEG's SeriesDescription (64 characters); random weights are always said
+        models = f"{config.preset} {clip.architecture} + SAM {sam.architecture}" + \
+            (" RANDOM WEIGHTS" if pipeline.random_weights else "")
         try:
             out, write_notes = write_result(args.out, result, src, models=models, algorithm_version=__version__)
         except EmptySegmentationError:
