@@ -286,6 +286,19 @@ def test_engine_multi_label(tiny_pipeline):
     assert summary["slices"] == 8 and len(summary["prompts"][0]["per_slice"]) == 8
 
 
+def test_engine_renders_each_prompt_in_its_window(tiny_pipeline):
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False))
+    r = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion", "left lung", "liver"])
+    assert [p.window.preset for p in r.prompts] == ["ct-soft-tissue", "ct-lung", "ct-soft-tissue"]
+    # every prompt got its own similarity on every slice, whichever window group it was in
+    assert all(len(p.records) == 8 and all(rec.similarity != 0.0 for rec in p.records) for p in r.prompts)
+    one = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["left lung"])
+    assert [rec.similarity for rec in one.prompts[0].records] == pytest.approx(
+        [rec.similarity for rec in r.prompts[1].records], abs=1e-5)
+    forced = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion", "left lung"], window="ct-bone")
+    assert {p.window.preset for p in forced.prompts} == {"ct-bone"}
+
+
 def test_engine_bad_requests(tiny_pipeline):
     engine = VolumePipeline(tiny_pipeline)
     with pytest.raises(InputError, match="empty"):

@@ -110,7 +110,9 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
             _warn(w)
         engine = VolumePipeline(pipeline, vcfg)
         result = engine.run(src, prompts, window=args.window, progress=not args.quiet)
-        print(f"window: {result.window.describe()}", file=sys.stderr)
+        for w in dict.fromkeys(p.window for p in result.prompts):
+            users = [f"{p.label}" for p in result.prompts if p.window == w]
+            print(f"window (label {', '.join(users)}): {w.describe()}", file=sys.stderr)
         for note in result.notes[len(src.notes):]:
             print(f"note: {note}", file=sys.stderr)
         # short enough for the SEG's SeriesDescription (64 characters); random weights are always said

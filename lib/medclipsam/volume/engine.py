@@ -2,7 +2,9 @@
 
 Per series, with the 2D pipeline's stages (:class:`~medclipsam.pipeline.Pipeline`) unchanged:
 
-1. **Rendering** — one window for the whole series (:mod:`.render`).
+1. **Rendering** — one window for the whole series and target (:mod:`.render`); prompts that call
+   for different windows (``lesion`` and ``lungs`` on CT) are rendered, and run through the passes
+   below, separately.
 2. **Similarity pass** — every slice in range is rendered and encoded once, in batches; its cosine
    with each prompt's text embedding is the first presence signal (:mod:`.presence`).
 3. **Saliency pass** — only on slices that pass the similarity gate: the saliency method's raw
@@ -195,14 +197,16 @@ class PromptResult:
     records: list[SliceRecord]
     consistency: ConsistencyReport
     voxels: int = 0
+    window: Window | None = None
 
     @property
     def name(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else " | ".join(self.prompt)
+        return _name(self.prompt)
 
     def summary(self) -> dict[str, Any]:
         return {
             "label": self.label, "prompt": self.prompt, "voxels": self.voxels,
+            "window": dataclasses.asdict(self.window) if self.window else None,
             "presence": {"mode": self.gate.mode, "threshold": self.gate.threshold, "note": self.gate.note},
             "slices_present": [r.index for r in self.records if r.present],
             "slices_with_mask": [r.index for r in self.records if r.found],
@@ -220,7 +224,7 @@ class VolumeResult:
     labels: np.ndarray                  # uint8 slices×rows×cols in the source geometry (0 = background)
     geometry: Geometry
     prompts: list[PromptResult]
-    window: Window
+    window: Window                      # the first prompt's (each prompt's is in its PromptResult)
     slices: int                         # slices in range
     processed: int                      # slices that went through saliency → SAM for at least one prompt
     gated: int                          # slices in range judged absent for every prompt
@@ -251,6 +255,30 @@ def _batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[i:i + size])
 
 
+def _name(item: str | list[str]) -> str:
+    return item if isinstance(item, str) else " | ".join(item)
+
+
+class _Run:
+    """The state of one :meth:`VolumePipeline.run`: per slice in range × prompt arrays, labels, notes."""
+
+    def __init__(self, src: VolumeSource, items: list, indices: list[int], region: tuple[slice, slice],
+                 labels: BitLabels, notes: list[str], progress: bool) -> None:
+        self.src, self.items, self.indices, self.region, self.labels = src, items, indices, region, labels
+        self.notes, self.progress = notes, progress
+        shape = (len(indices), len(items))
+        self.sims = np.zeros(shape, dtype=np.float64)
+        self.peaks = np.full(shape, np.nan)
+        self.present = np.zeros(shape, dtype=bool)
+        self.confident = np.zeros(shape, dtype=bool)
+        self.gates: list[SimilarityGate] = [None] * len(items)      # type: ignore[list-item]
+        self.records: list[list[SliceRecord]] = [[] for _ in items]
+        self.seconds: dict[str, float] = {}
+
+    def add_seconds(self, stage: str, value: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+
+
 class VolumePipeline:
     """Runs a :class:`~medclipsam.pipeline.Pipeline` over a volume, slice by slice (module docstring)."""
 
@@ -278,91 +306,116 @@ class VolumePipeline:
 
     def run(self, src: VolumeSource, prompts: Sequence[str | Sequence[str]], window: str | None = None,
             progress: bool = False) -> VolumeResult:
-        from tqdm import tqdm
-
         t0 = time.perf_counter()
         items = self._check_prompts(prompts)
-        cfg, pcfg = self.config, self.pipeline.config
-        geom = src.geometry
-        n, rows, cols = geom.shape
+        cfg = self.config
+        n, rows, cols = src.geometry.shape
         start, stop = _resolve_range(cfg, n)
         x0, y0, x1, y1 = _resolve_roi(cfg, rows, cols)
-        rs, cs = slice(y0, y1), slice(x0, x1)
-        indices = list(range(start, stop))
-        seconds: dict[str, float] = {}
-        notes = list(getattr(src, "notes", []))
+        run = _Run(src, items, list(range(start, stop)), (slice(y0, y1), slice(x0, x1)), BitLabels((n, rows, cols)),
+                   notes=list(getattr(src, "notes", [])), progress=progress)
 
+        # one window per series and target: prompts that want different windows are rendered apart
         tw = time.perf_counter()
-        win = choose_window(src, [p if isinstance(p, str) else " ".join(p) for p in items], window)
-        seconds["window"] = time.perf_counter() - tw
+        windows = [choose_window(src, [_name(item)], window) for item in items]
+        run.add_seconds("window", time.perf_counter() - tw)
+        groups: dict[tuple, list[int]] = {}
+        for p, w in enumerate(windows):
+            groups.setdefault((w.preset, w.low, w.high, w.invert), []).append(p)
+        calibrated = model_presence_threshold(self.pipeline.clip)
+        for members in groups.values():
+            self._segment(run, members, windows[members[0]], calibrated)
+
+        tc = time.perf_counter()
+        reports = []
+        for p in range(len(items)):
+            conf_full = np.zeros(n, bool)
+            conf_full[start:stop] = run.confident[:, p]
+            reports.append(enforce_consistency(run.labels.stack(p), cfg.consistency, conf_full))
+        run.add_seconds("consistency", time.perf_counter() - tc)
+
+        label_map, overlaps = run.labels.to_label_map()
+        for (i, j), count in sorted(overlaps.items()):
+            run.notes.append(f"prompts {i + 1} and {j + 1} overlap on {count} voxels; label {i + 1} (the earlier "
+                             "prompt) keeps them")
+        results = []
+        for p, item in enumerate(items):
+            voxels = int(np.count_nonzero(label_map == p + 1))
+            results.append(PromptResult(item, p + 1, run.gates[p], run.records[p], reports[p], voxels, windows[p]))
+        processed = int(run.present.any(axis=1).sum())
+        run.seconds["total"] = time.perf_counter() - t0
+        return VolumeResult(label_map, src.geometry, results, windows[0], len(run.indices), processed,
+                            len(run.indices) - processed, run.seconds, run.notes, overlaps, (start, stop), cfg.roi)
+
+    def _segment(self, run: "_Run", members: list[int], win: Window, calibrated: float | None) -> None:
+        """The three passes for the prompts ``members``, which share the rendering ``win``."""
+        from tqdm import tqdm
+
+        cfg, pcfg = self.config, self.pipeline.config
         clip = self.pipeline.clip
-        texts = [self.pipeline.text_embedding(p) for p in items]
-        text_matrix = torch.cat(texts, dim=0).to(clip.device)          # P × D
+        indices, (rs, cs) = run.indices, run.region
+        texts = {p: self.pipeline.text_embedding(run.items[p]) for p in members}
+        text_matrix = torch.cat([texts[p] for p in members], dim=0).to(clip.device)      # M × D
 
         def rendered(k: int) -> np.ndarray:
-            return np.ascontiguousarray(render_slice(src.read_slice(k), win)[rs, cs])
+            return np.ascontiguousarray(render_slice(run.src.read_slice(k), win)[rs, cs])
 
-        bar = dict(disable=not progress, unit="slice", leave=False)
+        bar = dict(disable=not run.progress, unit="slice", leave=False)
+        label = f" [{win.preset}]" if len(members) < len(run.items) else ""     # several windows: say which
         # 1. similarity pass (batched)
         ts = time.perf_counter()
-        sims = np.zeros((len(indices), len(items)), dtype=np.float64)
         batch = SIMILARITY_BATCH_CUDA if self.device.type == "cuda" else SIMILARITY_BATCH_CPU
-        with tqdm(total=len(indices), desc="similarity", **bar) as pb:
+        with tqdm(total=len(indices), desc="similarity" + label, **bar) as pb:
             for chunk in _batches(list(range(len(indices))), batch):
                 pixels = torch.cat([clip_input(rendered(indices[i]), clip.image_size, clip.mean, clip.std)[0]
                                     for i in chunk])
                 with torch.no_grad(), self._autocast():
                     emb = clip.encode_image(pixels).float()
-                sims[chunk] = (emb @ text_matrix.float().T).cpu().numpy()
+                run.sims[np.ix_(chunk, members)] = (emb @ text_matrix.float().T).cpu().numpy()
                 pb.update(len(chunk))
-        seconds["similarity"] = time.perf_counter() - ts
-
-        calibrated = model_presence_threshold(clip)
-        gates = [similarity_gate(sims[:, p], cfg.presence, calibrated) for p in range(len(items))]
-        for item, g in zip(items, gates):
-            if g.note:
-                name = item if isinstance(item, str) else " | ".join(item)
-                notes.append(f"prompt {name!r}: {g.note}")
+        run.add_seconds("similarity", time.perf_counter() - ts)
+        for p in members:
+            gate = similarity_gate(run.sims[:, p], cfg.presence, calibrated)
+            run.gates[p] = gate
+            if gate.note:
+                run.notes.append(f"prompt {_name(run.items[p])!r}: {gate.note}")
 
         # 2. saliency pass on candidate slices
         tsal = time.perf_counter()
         grids: dict[tuple[int, int], np.ndarray] = {}
-        peaks = np.full((len(indices), len(items)), np.nan)
         params = pcfg.saliency_params()
-        candidates = [i for i in range(len(indices)) if any(g.present[i] for g in gates)]
-        for i in tqdm(candidates, desc="saliency", **bar):
+        candidates = [i for i in range(len(indices)) if any(run.gates[p].present[i] for p in members)]
+        for i in tqdm(candidates, desc="saliency" + label, **bar):
             k = indices[i]
             pixels, _pad = clip_input(rendered(k), clip.image_size, clip.mean, clip.std)
             slice_params = dataclasses.replace(params, seed=params.seed + k) if hasattr(params, "seed") else params
-            for p, g in enumerate(gates):
-                if not g.present[i]:
+            for p in members:
+                if not run.gates[p].present[i]:
                     continue
                 with self._autocast():
                     out = saliency_grid(clip, pixels, texts[p], pcfg.saliency, slice_params)
                 grid = out.raw_grid.float().numpy().astype(np.float32)
                 grids[(i, p)] = grid
                 finite = grid[np.isfinite(grid)]
-                peaks[i, p] = float(finite.max()) if finite.size else 0.0
-        seconds["saliency"] = time.perf_counter() - tsal
+                run.peaks[i, p] = float(finite.max()) if finite.size else 0.0
+        run.add_seconds("saliency", time.perf_counter() - tsal)
+        for p in members:
+            gate = run.gates[p]
+            run.present[:, p] = (saliency_gate(run.peaks[:, p], gate.present, cfg.presence.saliency_ratio)
+                                 if cfg.presence.enabled else gate.present)
+            run.confident[:, p] = confident_slices(run.sims[:, p], run.present[:, p])
+            run.records[p] = [SliceRecord(index=indices[i], similarity=float(run.sims[i, p]),
+                                          passed_similarity=bool(gate.present[i]),
+                                          raw_saliency_peak=None if np.isnan(run.peaks[i, p]) else float(run.peaks[i, p]),
+                                          present=bool(run.present[i, p]), confident=bool(run.confident[i, p]))
+                              for i in range(len(indices))]
 
-        present = np.stack([saliency_gate(peaks[:, p], gates[p].present, cfg.presence.saliency_ratio)
-                            if cfg.presence.enabled else gates[p].present for p in range(len(items))], axis=1) \
-            if items else np.zeros((len(indices), 0), bool)
-        confident = np.stack([confident_slices(sims[:, p], present[:, p]) for p in range(len(items))], axis=1)
-        records = [[SliceRecord(index=indices[i], similarity=float(sims[i, p]), passed_similarity=bool(gates[p].present[i]),
-                                raw_saliency_peak=None if np.isnan(peaks[i, p]) else float(peaks[i, p]),
-                                present=bool(present[i, p]), confident=bool(confident[i, p]))
-                    for i in range(len(indices))] for p in range(len(items))]
-
-        # 3. SAM pass on present slices
+        # 3. SAM pass on present slices (one SAM embedding per slice for all prompts of this window)
         tsam = time.perf_counter()
-        labels = BitLabels((n, rows, cols))
-        stacks = [labels.stack(p) for p in range(len(items))]
-        todo = [i for i in range(len(indices)) if present[i].any()]
+        todo = [i for i in range(len(indices)) if run.present[i, members].any()]
         segmenter = self.pipeline.segmenter
-        sam_batch = self.sam_batch_size()
-        with tqdm(total=len(todo), desc="SAM", **bar) as pb:
-            for chunk in _batches(todo, sam_batch):
+        with tqdm(total=len(todo), desc="SAM" + label, **bar) as pb:
+            for chunk in _batches(todo, self.sam_batch_size()):
                 images = [rendered(indices[i]) for i in chunk]
                 with torch.no_grad(), self._autocast():
                     embeddings = segmenter.encode(images)
@@ -371,47 +424,24 @@ class VolumePipeline:
                     segmenter.set_embedding(emb)
                     pad = SquarePad.for_shape(*rgb.shape[:2])
                     prompt_cfg = dataclasses.replace(pcfg.prompts, seed=pcfg.prompts.seed + k)
-                    for p in range(len(items)):
-                        if not present[i, p]:
+                    for p in members:
+                        if not run.present[i, p]:
                             continue
                         smap = saliency_map_from_grid(grids.pop((i, p)), pad, clip.image_size)
                         coarse = make_coarse_mask(smap, rgb, pcfg.postprocess)
                         visual = make_visual_prompts(coarse, prompt_cfg)
-                        rec = records[p][i]
                         if visual.empty:
                             continue
                         with self._autocast():
                             out = segmenter.segment(visual, pcfg.sam)
+                        rec = run.records[p][i]
                         rec.found = bool(out.mask.any())
                         rec.mask_pixels = int(out.mask.sum())
                         if rec.found:
-                            stacks[p].or_region(k, rs, cs, out.mask)
+                            run.labels.stack(p).or_region(k, rs, cs, out.mask)
                     pb.update(1)
                 del embeddings
-        grids.clear()
-        seconds["sam"] = time.perf_counter() - tsam
-
-        # 4. 3D consistency per prompt
-        tc = time.perf_counter()
-        reports = []
-        for p in range(len(items)):
-            conf_full = np.zeros(n, bool)
-            conf_full[start:stop] = confident[:, p]
-            reports.append(enforce_consistency(stacks[p], cfg.consistency, conf_full))
-        seconds["consistency"] = time.perf_counter() - tc
-
-        label_map, overlaps = labels.to_label_map()
-        for (i, j), count in sorted(overlaps.items()):
-            notes.append(f"prompts {i + 1} and {j + 1} overlap on {count} voxels; label {i + 1} (the earlier "
-                         "prompt) keeps them")
-        results = []
-        for p, item in enumerate(items):
-            voxels = int(np.count_nonzero(label_map == p + 1)) if len(items) > 1 else int(np.count_nonzero(label_map))
-            results.append(PromptResult(item, p + 1, gates[p], records[p], reports[p], voxels))
-        processed = int(present.any(axis=1).sum())
-        seconds["total"] = time.perf_counter() - t0
-        return VolumeResult(label_map, geom, results, win, len(indices), processed, len(indices) - processed,
-                            seconds, notes, overlaps, (start, stop), cfg.roi)
+        run.add_seconds("sam", time.perf_counter() - tsam)
 
     @staticmethod
     def _check_prompts(prompts: Sequence[str | Sequence[str]]) -> list[str | list[str]]:
