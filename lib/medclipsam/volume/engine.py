@@ -338,10 +338,13 @@ class VolumePipeline:
         for (i, j), count in sorted(overlaps.items()):
             run.notes.append(f"prompts {i + 1} and {j + 1} overlap on {count} voxels; label {i + 1} (the earlier "
                              "prompt) keeps them")
+        voxels = np.zeros(len(items) + 1, dtype=np.int64)
+        for k in range(n):                       # per slice: a whole-volume comparison would double memory
+            voxels += np.bincount(label_map[k].ravel(), minlength=len(items) + 1)[:len(items) + 1]
         results = []
         for p, item in enumerate(items):
-            voxels = int(np.count_nonzero(label_map == p + 1))
-            results.append(PromptResult(item, p + 1, run.gates[p], run.records[p], reports[p], voxels, windows[p]))
+            results.append(PromptResult(item, p + 1, run.gates[p], run.records[p], reports[p], int(voxels[p + 1]),
+                                        windows[p]))
         processed = int(run.present.any(axis=1).sum())
         run.seconds["total"] = time.perf_counter() - t0
         return VolumeResult(label_map, src.geometry, results, windows[0], len(run.indices), processed,
