@@ -334,3 +334,26 @@ def test_batched_sam_embedding_equals_set_image(tiny_sam):
         seg.set_image(img)
         assert torch.allclose(seg.predictor.features, emb.features, atol=1e-5)
         assert emb.original_size == (40, 56)
+
+
+def test_inspected_slices_keep_every_stage_and_render_a_montage(tiny_pipeline):
+    from medclipsam.volume.montage import render_montage
+
+    vol = _phantom()
+    gated = VolumePipeline(tiny_pipeline, VolumeConfig(inspect=3, presence=PresenceConfig(threshold=-1.0)))
+    r = gated.run(vol, ["lesion"])
+    assert len(r.details) == 3 and all(d.present and d.saliency_map is not None for d in r.details)
+    assert [d.index for d in r.details] == [0, 4, 7]                        # evenly spread over present slices
+    d = r.details[1]
+    assert d.rgb.shape == (48, 48, 3) and d.coarse_mask.shape == (48, 48) and d.mask.dtype == bool
+    # the kept SAM mask is the slice's mask before 3D consistency: it contains what the label kept
+    assert not (r.labels[d.index].astype(bool) & ~d.mask).any()
+    montage = render_montage(r, banner=["demo"], width=300)
+    assert montage.dtype == np.uint8 and montage.shape[1] == 300 and montage.shape[0] > 3 * 100
+    absent = VolumePipeline(tiny_pipeline, VolumeConfig(inspect=2, presence=PresenceConfig(threshold=1.0))).run(
+        vol, ["lesion"])
+    assert len(absent.details) == 1 and not absent.details[0].present and absent.details[0].saliency_map is None
+    assert render_montage(absent).shape[1] == 900
+    with pytest.raises(ValueError, match="inspect"):
+        render_montage(VolumePipeline(tiny_pipeline, VolumeConfig(presence=PresenceConfig(threshold=1.0))).run(
+            vol, ["lesion"]))

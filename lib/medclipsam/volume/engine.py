@@ -63,10 +63,13 @@ class VolumeConfig:
     roi: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) pixels (columns, rows), half-open
     autocast: bool = True                         # bf16 autocast on CUDA
     max_batch_size: int = 16
+    inspect: int = 0                              # keep every stage's output on this many present slices
+                                                  # per prompt (plus one judged absent), for montages
 
     def __post_init__(self) -> None:
         integer_at_least("batch_size", self.batch_size, 0)
         integer_at_least("max_batch_size", self.max_batch_size, 1)
+        integer_at_least("inspect", self.inspect, 0)
 
 
 def parse_slice_range(text: str | None) -> tuple[int, int] | None:
@@ -190,6 +193,21 @@ class _BitStack:
 
 
 @dataclass
+class SliceDetail:
+    """Every stage's output on one inspected slice (``VolumeConfig.inspect``), for a person to look at."""
+
+    index: int
+    prompt: int                          # 0-based prompt index
+    rgb: np.ndarray                      # the rendering the models saw (ROI applied)
+    similarity: float
+    present: bool
+    saliency_map: np.ndarray | None = None
+    coarse_mask: np.ndarray | None = None
+    visual_prompts: Any = None
+    mask: np.ndarray | None = None       # SAM's mask before 3D consistency
+
+
+@dataclass
 class PromptResult:
     prompt: str | list[str]
     label: int
@@ -233,6 +251,7 @@ class VolumeResult:
     overlaps: dict[tuple[int, int], int] = field(default_factory=dict)
     slice_range: tuple[int, int] = (0, 0)
     roi: tuple[int, int, int, int] | None = None
+    details: list[SliceDetail] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -274,6 +293,7 @@ class _Run:
         self.gates: list[SimilarityGate] = [None] * len(items)      # type: ignore[list-item]
         self.records: list[list[SliceRecord]] = [[] for _ in items]
         self.seconds: dict[str, float] = {}
+        self.details: dict[tuple[int, int], SliceDetail] = {}
 
     def add_seconds(self, stage: str, value: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + value
@@ -348,7 +368,8 @@ class VolumePipeline:
         processed = int(run.present.any(axis=1).sum())
         run.seconds["total"] = time.perf_counter() - t0
         return VolumeResult(label_map, src.geometry, results, windows[0], len(run.indices), processed,
-                            len(run.indices) - processed, run.seconds, run.notes, overlaps, (start, stop), cfg.roi)
+                            len(run.indices) - processed, run.seconds, run.notes, overlaps, (start, stop), cfg.roi,
+                            sorted(run.details.values(), key=lambda d: (d.prompt, d.index)))
 
     def _segment(self, run: "_Run", members: list[int], win: Window, calibrated: float | None) -> None:
         """The three passes for the prompts ``members``, which share the rendering ``win``."""
@@ -413,6 +434,9 @@ class VolumePipeline:
                                           present=bool(run.present[i, p]), confident=bool(run.confident[i, p]))
                               for i in range(len(indices))]
 
+        if cfg.inspect:
+            self._pick_inspected(run, members, rendered)
+
         # 3. SAM pass on present slices (one SAM embedding per slice for all prompts of this window)
         tsam = time.perf_counter()
         todo = [i for i in range(len(indices)) if run.present[i, members].any()]
@@ -433,10 +457,16 @@ class VolumePipeline:
                         smap = saliency_map_from_grid(grids.pop((i, p)), pad, clip.image_size)
                         coarse = make_coarse_mask(smap, rgb, pcfg.postprocess)
                         visual = make_visual_prompts(coarse, prompt_cfg)
+                        detail = run.details.get((i, p))
+                        if detail is not None:
+                            detail.saliency_map, detail.coarse_mask, detail.visual_prompts = smap, coarse, visual
+                            detail.mask = np.zeros(rgb.shape[:2], bool)
                         if visual.empty:
                             continue
                         with self._autocast():
                             out = segmenter.segment(visual, pcfg.sam)
+                        if detail is not None:
+                            detail.mask = out.mask
                         rec = run.records[p][i]
                         rec.found = bool(out.mask.any())
                         rec.mask_pixels = int(out.mask.sum())
@@ -445,6 +475,20 @@ class VolumePipeline:
                     pb.update(1)
                 del embeddings
         run.add_seconds("sam", time.perf_counter() - tsam)
+
+    def _pick_inspected(self, run: "_Run", members: list[int], rendered) -> None:
+        """Up to ``inspect`` present slices per prompt, evenly spread, plus one judged absent."""
+        for p in members:
+            present = np.flatnonzero(run.present[:, p])
+            absent = np.flatnonzero(~run.present[:, p])
+            chosen = [int(present[j]) for j in np.unique(np.linspace(0, len(present) - 1,
+                                                                     num=min(len(present), self.config.inspect))
+                                                         .round().astype(int))] if len(present) else []
+            if len(absent):
+                chosen.append(int(absent[np.argmin(np.abs(absent - (np.median(present) if len(present) else 0)))]))
+            for i in chosen:
+                run.details[(i, p)] = SliceDetail(run.indices[i], p, rendered(run.indices[i]), float(run.sims[i, p]),
+                                                  bool(run.present[i, p]))
 
     @staticmethod
     def _check_prompts(prompts: Sequence[str | Sequence[str]]) -> list[str | list[str]]:
@@ -466,5 +510,5 @@ class VolumePipeline:
         return items
 
 
-__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "BitLabels", "fit_batch_size",
+__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "fit_batch_size",
            "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]
