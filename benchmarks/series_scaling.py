@@ -45,7 +45,7 @@ def child(folder: str, out: str) -> None:
     src = open_volume(folder)
     t1 = time.perf_counter()
     result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["lesion"])
-    write_result(out, result, src, models="tiny random", algorithm_version="bench")
+    write_result(out, result, src, series_description="tiny random", algorithm_version="bench")
     t2 = time.perf_counter()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"slices": result.slices, "processed": result.processed, "peak_rss_mb": peak_mb,

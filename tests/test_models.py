@@ -168,3 +168,32 @@ def test_sam_architecture_from_json_file(tmp_path):
     f.write_text(json.dumps({**arch, "bogus": 1}))
     with pytest.raises(ModelSpecError, match="unknown keys"):
         load_sam(f"{f}:random")
+
+
+def test_demo_model_cards_are_said_everywhere(tmp_path, tiny_clip, tiny_sam):
+    """A card with intended_use "demo" next to the weights: the loader reads it, the pipeline says it,
+    and the SEG series description is the demo notice."""
+    from medclipsam.config import PipelineConfig
+    from medclipsam.errors import CheckpointError
+    from medclipsam.models import load_clip, load_sam
+    from medclipsam.models.cards import DEMO_NOTICE, MODEL_CARD, demo_card, sam_card_path
+    from medclipsam.models.clip import write_clip_folder
+    from medclipsam.models.sam import save_sam_checkpoint
+    from medclipsam.pipeline import Pipeline
+
+    folder = write_clip_folder(tmp_path / "clip", "tiny", tiny_clip.model.state_dict())
+    ckpt = save_sam_checkpoint(tiny_sam.model, tmp_path / "sam.pth")
+    plain = Pipeline(load_clip(f"local-dir:{folder}"), load_sam(f"tiny:{ckpt}"), PipelineConfig.from_preset("v2"))
+    assert not plain.demo and not any("DEMO" in w for w in plain.warnings())
+    assert plain.series_description() == "medclipsam v2 tiny + SAM tiny"
+    (folder / MODEL_CARD).write_text(json.dumps(demo_card("demo-clip", steps=1)))
+    sam_card_path(ckpt).write_text(json.dumps(demo_card("demo-sam")))
+    clip, sam = load_clip(f"local-dir:{folder}"), load_sam(f"tiny:{ckpt}")
+    assert clip.demo and sam.demo and clip.identity()["model_card"]["steps"] == 1
+    demo = Pipeline(clip, sam, PipelineConfig.from_preset("v2"))
+    assert demo.warnings() == [f"DEMO MODEL (CLIP and SAM): {DEMO_NOTICE}"]
+    assert demo.series_description() == DEMO_NOTICE and len(DEMO_NOTICE) <= 64
+    assert DEMO_NOTICE.upper() in sam.identity()["notes"]
+    sam_card_path(ckpt).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="JSON object"):
+        load_sam(f"tiny:{ckpt}")

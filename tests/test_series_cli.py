@@ -108,7 +108,7 @@ def test_multi_label_dicom_seg(series, tmp_path, capsys):
     assert labels[0] == "lesion" and (labels[1:] == ["left lung"] or "'left lung') have no voxel" in err)
     if len(labels) == 2:
         assert seg.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == "44029006"
-    assert seg.SeriesDescription == "medclipsam: v2 tiny + SAM tiny RANDOM WEIGHTS"
+    assert seg.SeriesDescription == "medclipsam v2 tiny + SAM tiny RANDOM WEIGHTS"
     if dciodvfy_available():
         report = validate_with_dciodvfy(out)
         assert not report.errors, report.raw
@@ -247,7 +247,8 @@ def test_dicom_seg_round_trip_on_real_series(case, tmp_path, tiny_clip, tiny_sam
     try:
         result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["lesion"])
         assert result.labels.any(), "random SAM paints something on every processed slice"
-        out, _notes = write_result(tmp_path / "seg.dcm", result, src, models="tiny random", algorithm_version="t")
+        out, _notes = write_result(tmp_path / "seg.dcm", result, src, series_description="tiny random",
+                                    algorithm_version="t")
         datasets, frames = slice_frames(src)
         back, segments = read_dicom_seg(out, datasets, frames=frames)
         assert np.array_equal(back, result.labels)

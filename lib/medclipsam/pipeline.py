@@ -15,6 +15,7 @@ import torch
 
 from .config import PipelineConfig
 from .models import ClipModel, SamModel
+from .models.cards import DEMO_NOTICE
 from .postprocess import make_coarse_mask
 from .prompts import VisualPrompts, make_visual_prompts
 from .sam_stage import SamOutput, SamSegmenter
@@ -71,11 +72,28 @@ class Pipeline:
     def warnings(self) -> list[str]:
         """What every output made with these models must say (one line per fact)."""
         random_models = [name for name, m in (("CLIP", self.clip), ("SAM", self.sam)) if m.random_weights]
+        demo_models = [name for name, m in (("CLIP", self.clip), ("SAM", self.sam)) if getattr(m, "demo", False)]
         out = []
         if random_models:
             out.append(f"RANDOM WEIGHTS ({' and '.join(random_models)}): saliency maps and masks are meaningless; "
                        "use only to measure cost")
+        if demo_models:
+            out.append(f"DEMO MODEL ({' and '.join(demo_models)}): {DEMO_NOTICE}")
         return out
+
+    @property
+    def demo(self) -> bool:
+        return bool(getattr(self.clip, "demo", False) or getattr(self.sam, "demo", False))
+
+    def series_description(self) -> str:
+        """What made a result, in at most 64 characters (a DICOM SeriesDescription): the demo notice
+        for demo models, else preset and architectures, with RANDOM WEIGHTS when they are random."""
+        if self.demo:
+            return DEMO_NOTICE
+        text = f"medclipsam {self.config.preset} {self.clip.architecture} + SAM {self.sam.architecture}"
+        if self.random_weights:
+            text += " RANDOM WEIGHTS"
+        return text[:64]
 
     def text_embedding(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """The text target, computed once per prompt (or prompt ensemble) and reused for every image."""

@@ -115,11 +115,9 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
             print(f"window (label {', '.join(users)}): {w.describe()}", file=sys.stderr)
         for note in result.notes[len(src.notes):]:
             print(f"note: {note}", file=sys.stderr)
-        # short enough for the SEG's SeriesDescription (64 characters); random weights are always said
-        models = f"{config.preset} {clip.architecture} + SAM {sam.architecture}" + \
-            (" RANDOM WEIGHTS" if pipeline.random_weights else "")
         try:
-            out, write_notes = write_result(args.out, result, src, models=models, algorithm_version=__version__)
+            out, write_notes = write_result(args.out, result, src, series_description=pipeline.series_description(),
+                                              algorithm_version=__version__)
         except EmptySegmentationError:
             print(_stats_line(result, t0))
             raise InputError(f"nothing was segmented ({result.gated} of {result.slices} slices judged target-absent, "

@@ -34,6 +34,7 @@ import torch
 from ..errors import CheckpointError, InputError, ModelSpecError
 from . import timm_vits  # noqa: F401  (registers our small ViTs with timm)
 from .checkpoints import load_strict, read_state_dict
+from .cards import DEMO_NOTICE, MODEL_CARD, is_demo, read_card
 from .towers import VisionTower
 from .vocab import build_wordpiece_vocab, write_tokenizer_files
 
@@ -76,6 +77,11 @@ class ClipModel:
     std: tuple[float, float, float]
     device: torch.device
     notes: list[str] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)     # model_card.json of a local-dir: folder
+
+    @property
+    def demo(self) -> bool:
+        return is_demo(self.card)
 
     @property
     def vision(self) -> VisionTower:
@@ -102,8 +108,11 @@ class ClipModel:
 
     def identity(self) -> dict[str, Any]:
         """What produced a result: recorded in every summary."""
-        return {"spec": self.spec, "architecture": self.architecture, "random_weights": self.random_weights,
-                "notes": list(self.notes)}
+        out = {"spec": self.spec, "architecture": self.architecture, "random_weights": self.random_weights,
+               "notes": list(self.notes)}
+        if self.card:
+            out["model_card"] = dict(self.card)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +262,10 @@ def _load_local_dir(folder: Path, device: torch.device, spec: str) -> ClipModel:
                             where=LOCAL_DIR_HELP)
     load_strict(model, state, what="CLIP weights", path=weights, hint=hint)
     arch = oc.get("medclipsam_architecture", folder.name)
-    return _finish(model, tokenizer, spec, arch, False, device)
+    card = read_card(folder / MODEL_CARD)
+    clip = _finish(model, tokenizer, spec, arch, False, device, [DEMO_NOTICE.upper()] if is_demo(card) else None)
+    clip.card = card
+    return clip
 
 
 def _load_random(arch: str, device: torch.device, seed: int, spec: str) -> ClipModel:

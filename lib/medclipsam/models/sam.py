@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelSpecError
+from .cards import DEMO_NOTICE, is_demo, read_card, sam_card_path
 from .checkpoints import load_strict, read_state_dict
 
 SAM_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sam"
@@ -104,11 +105,21 @@ class SamModel:
     architecture: str
     random_weights: bool
     device: torch.device
+    card: dict[str, Any] = field(default_factory=dict)     # X.json beside the checkpoint X.pth
+
+    @property
+    def demo(self) -> bool:
+        return is_demo(self.card)
 
     def identity(self) -> dict[str, Any]:
         notes = (["RANDOM WEIGHTS: masks are meaningless; use only to measure cost"] if self.random_weights else [])
-        return {"spec": self.spec, "architecture": self.architecture, "random_weights": self.random_weights,
-                "notes": notes}
+        if self.demo:
+            notes.append(DEMO_NOTICE.upper())
+        out = {"spec": self.spec, "architecture": self.architecture, "random_weights": self.random_weights,
+               "notes": notes}
+        if self.card:
+            out["model_card"] = dict(self.card)
+        return out
 
 
 def _describe_checkpoint(state: dict[str, torch.Tensor]) -> str:
@@ -148,7 +159,7 @@ def load_sam(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> Sa
     model = build_sam(arch)
     load_strict(model, state, what=f"SAM {arch.name} checkpoint", path=source,
                 hint=f"The file is {_describe_checkpoint(state)}; expected {expected}. {where}")
-    return SamModel(model.to(device).eval(), spec, arch.name, False, device)
+    return SamModel(model.to(device).eval(), spec, arch.name, False, device, read_card(sam_card_path(source)))
 
 
 def save_sam_checkpoint(model: torch.nn.Module, path: str | Path) -> Path:

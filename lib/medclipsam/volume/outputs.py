@@ -61,17 +61,18 @@ def slice_frames(src: Any) -> tuple[list, list[tuple[int, int | None]]]:
     return datasets, frames
 
 
-def write_result(path: str | Path, result: VolumeResult, src: VolumeSource, *, models: str,
+def write_result(path: str | Path, result: VolumeResult, src: VolumeSource, *, series_description: str,
                  algorithm_version: str) -> tuple[Path, list[str]]:
     """Write the labels of ``result`` to ``path`` (format from the suffix); returns the path and the
     writer's notes (e.g. a prompt with no voxels left out of a DICOM SEG)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = _write(path, result, src, models=models, algorithm_version=algorithm_version)
+        out = _write(path, result, src, series_description=series_description,
+                     algorithm_version=algorithm_version)
     return out, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
-def _write(path: str | Path, result: VolumeResult, src: VolumeSource, *, models: str,
+def _write(path: str | Path, result: VolumeResult, src: VolumeSource, *, series_description: str,
            algorithm_version: str) -> Path:
     kind = output_kind(path)
     names = {p.label: p.name for p in result.prompts}
@@ -84,5 +85,5 @@ def _write(path: str | Path, result: VolumeResult, src: VolumeSource, *, models:
     datasets, frames = slice_frames(src)
     segments = [SegmentSpec(label=p.label, name=p.name[:64], description=p.name) for p in result.prompts]
     return write_dicom_seg(path, datasets, result.labels, segments, frames=frames,
-                           series_description=f"medclipsam: {models}"[:64],
+                           series_description=series_description[:64],
                            algorithm_version=algorithm_version)
