@@ -587,3 +587,25 @@ def test_dicom_without_preamble_is_read(tmp_path):
     ds.save_as(bare, write_like_original=True)
     assert bare.read_bytes()[128:132] != b"DICM"
     np.testing.assert_array_equal(read_image(bare), read_image(ct))
+
+
+def test_model_card_recommended_settings_apply_unless_the_user_sets_them(tmp_path, tiny_clip, tiny_sam, capsys):
+    """A small model's card recommends its M2IB layer; without it the default block 9 does not exist."""
+    import json
+
+    from medclipsam.cli import main
+    from medclipsam.models.cards import MODEL_CARD
+    from medclipsam.models.clip import write_clip_folder
+
+    folder = write_clip_folder(tmp_path / "clip", "tiny", tiny_clip.model.state_dict())
+    image = Path(__file__).resolve().parents[1] / "sample-data" / "images" / "us_breast_lesion.png"
+    args = ["segment", str(image), "--prompt", "lesion", "--clip", f"local-dir:{folder}", "--sam", "tiny:random"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "layer" in capsys.readouterr().err
+    (folder / MODEL_CARD).write_text(json.dumps({"name": "t", "pipeline_overrides": {"m2ib.layer": 2}}))
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert "recommended by the model card: m2ib.layer=2" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["config"]["m2ib"]["layer"] == 2
+    assert main(args + ["--out", str(tmp_path / "c"), "--set", "m2ib.layer=1"]) == 0
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["config"]["m2ib"]["layer"] == 1

@@ -1,4 +1,4 @@
-"""Command line: ``medclipsam segment``, ``medclipsam segment-series`` and ``medclipsam evaluate``.
+"""Command line: ``medclipsam segment``, ``segment-series``, ``demo`` and ``evaluate``.
 
 The CLI only parses arguments, loads models and writes files; the work is done by
 :class:`medclipsam.pipeline.Pipeline` and :mod:`medclipsam.evaluation`.
@@ -30,6 +30,19 @@ def _device(name: str):
 
 def _warn(msg: str) -> None:
     print(f"WARNING: {msg}", file=sys.stderr)
+
+
+def with_model_recommendations(config, preset: str, user_overrides: dict[str, str], *models):
+    """The configuration with the settings the models' cards recommend (e.g. a small demo model's
+    M2IB layer), the user's ``--set`` values still winning; announced when it changes anything."""
+    from .demo import recommended_overrides
+
+    recommended = {k: v for k, v in recommended_overrides(*models).items() if k not in user_overrides}
+    if not recommended:
+        return config
+    print("note: settings recommended by the model card: " + ", ".join(f"{k}={v}" for k, v in recommended.items()),
+          file=sys.stderr)
+    return type(config).from_preset(preset, {**recommended, **user_overrides})
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -69,6 +82,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         clip = load_clip(args.clip, device=device)
         sam = load_sam(args.sam, device=device)
+        config = with_model_recommendations(config, args.preset, overrides, clip, sam)
         pipeline = Pipeline(clip, sam, config)
         load_seconds = time.perf_counter() - t_load
     except BaseException:
@@ -166,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .series_cli import add_parser as add_series_parser
 
     add_series_parser(sub, {"clip": DEFAULT_CLIP, "sam": DEFAULT_SAM})
+    from .demo_cli import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
 
     ev = sub.add_parser("evaluate", help="score predicted masks against ground truth (pairs files by name)")
     ev.add_argument("--pred", required=True, help="folder of predicted masks")

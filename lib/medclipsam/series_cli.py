@@ -56,7 +56,7 @@ def _split_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, s
 
 
 def cmd_segment_series(args: argparse.Namespace) -> int:
-    from .cli import _device, _warn
+    from .cli import _device, _warn, with_model_recommendations
     from .config import PipelineConfig, apply_overrides, parse_overrides
     from .dicom.seg import EmptySegmentationError
     from .io import write_json
@@ -105,6 +105,7 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
 
         clip = load_clip(args.clip, device=device)
         sam = load_sam(args.sam, device=device)
+        config = with_model_recommendations(config, args.preset, pipeline_overrides, clip, sam)
         pipeline = Pipeline(clip, sam, config)
         for w in pipeline.warnings():
             _warn(w)
