@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-UID_ROOT = "1.2.826.0.1.3680043.8.498."   # pydicom's root for generated UIDs
+from ..phantoms.dicom_writer import UID_ROOT  # noqa: F401  (re-exported: pydicom's root for generated UIDs)
 
 
 @dataclass
@@ -50,69 +50,28 @@ def phantom_slice(k: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray, np
 
 def write_synthetic_ct(folder: str | Path, slices: int = 20, size: int = 128, pixel_spacing: float = 0.8,
                        slice_spacing: float = 2.5, seed: int = 0, noise_hu: float = 10.0) -> SyntheticSeries:
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from ..phantoms.dicom_writer import SeriesHeader, uid, write_slice
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    study_uid = generate_uid(prefix=UID_ROOT, entropy_srcs=[f"study-{seed}"])
-    series_uid = generate_uid(prefix=UID_ROOT, entropy_srcs=[f"series-{seed}-{slices}-{size}"])
-    frame_uid = generate_uid(prefix=UID_ROOT, entropy_srcs=[f"frame-{seed}"])
-    today = _dt.date(2026, 1, 1).strftime("%Y%m%d")
+    study_uid = uid(f"study-{seed}")
+    series_uid = uid(f"series-{seed}-{slices}-{size}")
+    header = SeriesHeader(
+        modality="CT", study_uid=study_uid, series_uid=series_uid, frame_uid=uid(f"frame-{seed}"),
+        patient_id=f"PHANTOM{seed:04d}", slice_thickness=f"{slice_spacing:g}",
+        series_description="synthetic CT phantom", body_part="CHEST",
+        date=_dt.date(2026, 1, 1).strftime("%Y%m%d"), extra=(("KVP", "120"),))
     files, lesions, lungs_all = [], [], []
     for k in range(slices):
         hu, lesion, lungs = phantom_slice(k, slices, size)
         hu = hu + rng.normal(0.0, noise_hu, hu.shape).astype(np.float32)
         stored = np.clip(np.round(hu + 1024.0), 0, 4095).astype(np.uint16)
-        meta = FileMetaDataset()
-        sop_uid = generate_uid(prefix=UID_ROOT, entropy_srcs=[series_uid, str(k)])
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = UID_ROOT + "1"
-        path = out / f"slice_{k:04d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-        ds.AccessionNumber = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "medclipsam synthetic phantom"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "synthetic phantom"
-        ds.SeriesDescription = "synthetic CT phantom"
-        ds.PatientName = "Phantom^Synthetic"
-        ds.PatientID = f"PHANTOM{seed:04d}"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.BodyPartExamined = "CHEST"
-        ds.KVP = "120"
-        ds.SliceThickness = f"{slice_spacing:g}"
-        ds.PatientPosition = "HFS"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = k + 1
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.ImagePositionPatient = [f"{-size * pixel_spacing / 2:g}", f"{-size * pixel_spacing / 2:g}",
-                                   f"{k * slice_spacing:g}"]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.SliceLocation = f"{k * slice_spacing:g}"
-        ds.PixelSpacing = [f"{pixel_spacing:g}", f"{pixel_spacing:g}"]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-        ds.PixelData = stored.tobytes()
-        pydicom.dcmwrite(str(path), ds, write_like_original=False)
+        path = write_slice(
+            out / f"slice_{k:04d}.dcm", header, sop_uid=uid(series_uid, str(k)), instance_number=k + 1,
+            position=[f"{-size * pixel_spacing / 2:g}", f"{-size * pixel_spacing / 2:g}", f"{k * slice_spacing:g}"],
+            orientation=["1", "0", "0", "0", "1", "0"], slice_location=f"{k * slice_spacing:g}",
+            pixel_spacing=[f"{pixel_spacing:g}", f"{pixel_spacing:g}"], stored=stored)
         files.append(path)
         lesions.append(lesion)
         lungs_all.append(lungs)
