@@ -134,8 +134,8 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
     host = str(rng.choice(["right lung", "left lung", "liver"]))
     tumour = np.zeros_like(body)
     for _attempt in range(50):
-        r = rng.uniform(0.05, 0.12)
-        rt = rng.uniform(0.1, 0.25)
+        r = rng.uniform(0.12, 0.2)          # 8–13 px at 128 px: a 1–2 cm mass at the phantoms' scale
+        rt = rng.uniform(0.12, 0.25)
         e = rng.uniform(0.75, 1.25)
         ang = rng.uniform(0.0, 180.0)
         if host == "liver":
@@ -151,7 +151,8 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
         ell = (tu / np.float32(r * e)) ** 2 + (tv / np.float32(r / e)) ** 2 + ((t - np.float32(tcz)) / np.float32(rt)) ** 2
         tumour = (ell <= 1.0) & host_mask
         per_slice = tumour.reshape(slices, -1).any(axis=1)
-        if per_slice.any() and not per_slice.all() and tumour.sum() >= 12:
+        largest = int(tumour.reshape(slices, -1).sum(axis=1).max())
+        if per_slice.any() and not per_slice.all() and largest >= 0.5 * np.pi * (r * 0.5 * size) ** 2:
             break
     if host == "liver":
         tumour_hu = rng.uniform(20.0, 35.0) if rng.random() < 0.5 else rng.uniform(80.0, 90.0)
