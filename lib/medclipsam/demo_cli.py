@@ -48,7 +48,7 @@ def _input_series(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .cli import _device, _warn
-    from .demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config
+    from .demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config, recommended_overrides
     from .io import ensure_writable_dir, write_json, write_png
     from .models import load_clip, load_sam
     from .pipeline import Pipeline
@@ -73,6 +73,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pipeline = Pipeline(clip, sam, demo_pipeline_config(clip, sam))
     for w in pipeline.warnings():
         _warn(w)
+    recommended = recommended_overrides(clip, sam)
+    if recommended:
+        print("settings recommended by the model cards: " + " ".join(f"{k}={v}" for k, v in recommended.items()),
+              file=sys.stderr)
     src = open_volume(series_path)
     try:
         print(f"input: {src.description} ({origin}); {src.geometry.describe()}", file=sys.stderr)

@@ -1,0 +1,172 @@
+"""The shipped demo models on held-out phantoms: saliency sanity, presence similarity, the whole
+pipeline end to end, and ``medclipsam demo`` (issue 4).
+
+Held-out data: phantom seeds the recipes never used (training: CLIP seeds 0 and 100 003, SAM 0 and
+1 000 003; ``benchmarks/phantom_eval.py`` seeds from 10 000). The thresholds are the issue's goals;
+where a test runs fewer examples than the benchmark, it says what margin it allows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT = 424_242
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def demo_clip():
+    check_demo_models()            # shipped with the package: a missing model is a failure, not a skip
+    from medclipsam.models import load_clip
+
+    return load_clip(DEMO_CLIP)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    from medclipsam.phantoms import training_slices
+
+    return training_slices(HELD_OUT, 160)
+
+
+def _similarities(clip, images, prompts) -> dict[str, np.ndarray]:
+    """cos(image, prompt) as the slice engine's presence gate computes it."""
+    import torch
+    import torch.nn.functional as F
+
+    from medclipsam.image import clip_input
+
+    pixels = torch.cat([clip_input(im, clip.image_size, clip.mean, clip.std)[0] for im in images])
+    with torch.no_grad():
+        img = F.normalize(clip.encode_image(pixels).float(), dim=-1)
+        txt = F.normalize(clip.encode_text(list(prompts)).float(), dim=-1)
+    cos = (img @ txt.T).numpy()
+    return {p: cos[:, j] for j, p in enumerate(prompts)}
+
+
+def _m2ib_config(clip):
+    from medclipsam.demo import demo_pipeline_config
+
+    return demo_pipeline_config(clip).m2ib
+
+
+def test_demo_models_are_demo_models(demo_clip):
+    from medclipsam.models import load_sam
+    from medclipsam.models.cards import DEMO_NOTICE
+
+    sam = load_sam(DEMO_SAM)
+    assert demo_clip.demo and sam.demo
+    assert not demo_clip.random_weights and demo_clip.architecture == "demo"
+    assert demo_clip.card["notice"] == DEMO_NOTICE == sam.card["notice"]
+
+
+# Issue 4's goals not met yet by the shipped demo CLIP: strict xfail (an unexpected pass fails the
+# run, so the mark goes when the goal is met). Figures measured on this held-out set.
+NOT_YET = "issue 4 open, goal not met by the shipped demo CLIP: "
+
+# (prompt, structure it names, the other structure the slice must show, slice kind)
+POINTING_CASES = [
+    pytest.param("brain", "brain", "tumor", "mr-brain", id="brain"),
+    pytest.param("lungs", "lungs", "spine", "ct-chest", id="lungs"),
+    pytest.param("tumor", "tumor", "brain", "mr-brain", id="brain-tumor",
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.86 on 14 slices")),
+    pytest.param("tumor", "tumor", "lungs", "ct-chest", id="lung-tumor",
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.78 on 9 slices")),
+    pytest.param("left lung", "left lung", "right lung", "ct-chest", id="left-lung",
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "no laterality in its saliency maps")),
+]
+
+
+@pytest.mark.parametrize("prompt,structure,other,kind", POINTING_CASES)
+def test_m2ib_points_at_the_named_structure(demo_clip, held_out, prompt, structure, other, kind):
+    """Pointing game: the peak of the M2IB saliency map for the prompt lies on the named structure
+    (within one token, 8 px, of it), on held-out slices that also show another structure."""
+    from scipy.ndimage import binary_dilation
+
+    from medclipsam.saliency import compute_saliency, text_target
+
+    cfg = _m2ib_config(demo_clip)
+    target = text_target(demo_clip, prompt)
+    hits = []
+    for s in held_out:
+        if s.kind != kind:
+            continue
+        m, o = np.asarray(s.mask(structure), bool), np.asarray(s.mask(other), bool)
+        if m.sum() < 32 or o.sum() < 32 or m.mean() > 0.5:
+            continue
+        sal = compute_saliency(demo_clip, np.asarray(s.rgb), target, "m2ib", cfg).saliency_map
+        peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+        hits.append(bool(binary_dilation(m, iterations=8)[peak]))
+    assert len(hits) >= 8, f"only {len(hits)} held-out slices show {structure} and {other}"
+    assert np.mean(hits) >= 0.9, f"pointing game {np.mean(hits):.2f} on {len(hits)} slices for {prompt!r}"
+
+
+def test_absent_structure_scores_lower_than_a_present_one(demo_clip, held_out):
+    """On CT slices without a tumour, cos(image, "tumor") < cos(image, "spine") (the spine is on
+    every slice); over all held-out CT slices, "tumor" scores higher where a tumour is (AUC)."""
+    ct = [s for s in held_out if s.kind == "ct-chest"]
+    sims = _similarities(demo_clip, [np.asarray(s.rgb) for s in ct], ["tumor", "spine"])
+    has_spine = np.array([s.mask("spine").any() for s in ct])
+    has_tumour = np.array([s.mask("tumor").any() for s in ct])
+    sel = has_spine & ~has_tumour
+    assert sel.sum() >= 10
+    assert np.mean(sims["tumor"][sel] < sims["spine"][sel]) >= 0.9
+    pos, neg = sims["tumor"][has_tumour], sims["tumor"][~has_tumour]
+    assert pos.size >= 3 and neg.size >= 3
+    auc = float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size))
+    assert auc >= 0.85, f"tumour presence AUC {auc:.3f} on {pos.size}+{neg.size} held-out CT slices"
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.39, lung Dice 0.69, gate AUC 0.89 on these 2 series")
+def test_end_to_end_on_held_out_phantom_series():
+    """The whole zero-shot pipeline with the demo models on 2 fresh phantom CT series (the benchmark
+    runs 8): Dice and gate AUC within 0.05 of the issue's goals (0.80, 0.80, 0.90)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from phantom_eval import evaluate
+    finally:
+        sys.path.pop(0)
+    m = evaluate(seed=3, n=2, clip_spec=DEMO_CLIP, sam_spec=DEMO_SAM, verbose=False)
+    assert m["tumor_dice"] >= 0.75, m
+    assert m["lung_dice"] >= 0.75, m
+    assert m["gate_auc"] >= 0.85, m
+
+
+def test_demo_command_writes_seg_nifti_montage_and_report(tmp_path, capsys):
+    import pydicom
+    from PIL import Image
+
+    from medclipsam.cli import main
+    from medclipsam.models.cards import DEMO_NOTICE
+    from medclipsam.volume.itk_io import read_volume
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "DEMO MODEL" in printed.err and DEMO_NOTICE in printed.err
+    last = printed.out.strip().splitlines()[-1]
+    assert last.startswith("slices=32 processed=")
+    for name in ("labels.nii.gz", "seg.dcm", "montage.png", "report.json"):
+        assert (out / name).is_file(), name
+        assert str(out / name) in printed.out
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.Modality == "SEG" and seg.SeriesDescription == DEMO_NOTICE
+    assert seg.SegmentSequence[0].SegmentLabel == "tumor"
+    assert "settings recommended by the model cards: m2ib.layer=3" in printed.err
+    label = read_volume(out / "labels.nii.gz").array
+    truth = read_volume(ROOT / "sample-data" / "phantoms" / "ct_chest_labels.nii.gz").array == 1
+    assert label.shape == truth.shape and (label > 0).sum() > 0
+    assert ((label > 0) & truth).sum() > 0          # it finds the tumour (how well: the end-to-end test)
+    montage = np.asarray(Image.open(out / "montage.png"))
+    assert montage.ndim == 3 and montage.shape[0] > 100 and montage.shape[1] > 300
+    report = json.loads((out / "report.json").read_text())
+    assert any("DEMO MODEL" in w for w in report["warnings"])

@@ -1,0 +1,191 @@
+"""The demo CLIP recipe (training/clip_demo.py) on a toy synthetic data set of its own.
+
+The toy slices are gray "bodies" with up to two dark lungs, a mid-gray liver and a bright round
+tumor, each with masks and a caption naming what is visible — the protocol the recipe takes
+(``.rgb``, ``.caption``, ``.masks``), independent of ``medclipsam.phantoms``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from training import clip_demo  # noqa: E402
+
+
+@dataclass
+class ToySlice:
+    rgb: np.ndarray
+    caption: str
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = "ct-chest"
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx):
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def toy_slices(seed: int, n: int, size: int = 128) -> list[ToySlice]:
+    """Random toy slices: body ellipse, optional lungs (dark), liver (mid-gray), tumor (bright disk)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    s = size / 128.0
+    out = []
+    for _ in range(n):
+        g = np.zeros((size, size), np.float32)
+        body = _ellipse(yy, xx, size / 2 + rng.uniform(-4, 4) * s, size / 2 + rng.uniform(-4, 4) * s,
+                        rng.uniform(44, 56) * s, rng.uniform(50, 60) * s)
+        g[body] = rng.uniform(110, 140)
+        masks = {"body": body}
+        lungs = rng.choice(["none", "both", "left", "right"], p=[0.3, 0.4, 0.15, 0.15])
+        named = []
+        for side, present in (("left lung", lungs in ("both", "left")), ("right lung", lungs in ("both", "right"))):
+            if not present:
+                masks[side] = np.zeros_like(body)
+                continue
+            cx = (size * 0.68 if side == "left lung" else size * 0.32) + rng.uniform(-3, 3) * s  # radiological view
+            m = _ellipse(yy, xx, size * 0.45 + rng.uniform(-4, 4) * s, cx, rng.uniform(18, 26) * s,
+                         rng.uniform(10, 15) * s) & body
+            g[m] = rng.uniform(25, 45)
+            masks[side] = m
+            named.append(side)
+        liver = np.zeros_like(body)
+        if lungs == "none" and rng.random() < 0.6:
+            liver = _ellipse(yy, xx, size * 0.55, size * 0.36 + rng.uniform(-4, 4) * s, rng.uniform(16, 22) * s,
+                             rng.uniform(20, 28) * s) & body
+            g[liver] = rng.uniform(80, 95)
+            named.append("liver")
+        masks["liver"] = liver
+        tumor = np.zeros_like(body)
+        if rng.random() < 0.5:
+            for _try in range(20):
+                cy, cx = rng.uniform(0.25, 0.75, size=2) * size
+                r = rng.uniform(5, 10) * s
+                t = _ellipse(yy, xx, cy, cx, r, r * rng.uniform(0.8, 1.25))
+                if (t & ~body).sum() == 0:
+                    tumor = t
+                    break
+            g[tumor] = rng.uniform(200, 240)
+            if tumor.any():
+                named.append("tumor")
+        masks["tumor"] = tumor
+        g += rng.normal(0, 6, g.shape)
+        rgb = np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        if lungs == "both":
+            named = ["lungs"] + [x for x in named if "lung" not in x]
+        caption = ("a ct slice showing " + " and ".join(named)) if named else "a ct slice of the body"
+        out.append(ToySlice(rgb, caption, masks))
+    return out
+
+
+def _state(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "open_clip_pytorch_model.bin", map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short run of the recipe on toy slices with the tiny architecture (64 px, 8×8 tokens) for speed."""
+    data = toy_slices(0, 160, size=64)
+    out = tmp_path_factory.mktemp("demo") / "demo-clip"
+    metrics = clip_demo.train_demo_clip(data, out, steps=60, batch_size=16, seed=0, lr=3e-3, log_every=20,
+                                        architecture="tiny", check_saliency=2)
+    return out, metrics
+
+
+def test_short_run_writes_a_folder_load_clip_reads(trained):
+    from medclipsam.models import load_clip
+    from medclipsam.saliency import M2IBConfig, compute_saliency, text_target
+
+    out, metrics = trained
+    names = {p.name for p in out.iterdir()}
+    assert {"open_clip_config.json", "config.json", "vocab.txt", "tokenizer_config.json",
+            "open_clip_pytorch_model.bin", "model_card.json", "README.txt", "medclipsam_presence.json"} <= names
+    clip = load_clip(f"local-dir:{out}")
+    assert not clip.random_weights and clip.architecture == "tiny"
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["intended_use"] == "demo" and "not for clinical use" in card["notice"]
+    assert card["pipeline_overrides"] == clip_demo.pipeline_recommendations(metrics["m2ib_layer"])
+    assert "not for clinical use" in (out / "README.txt").read_text()
+    vocab = (out / "vocab.txt").read_text().split("\n")
+    assert "tumor" in vocab and "lungs" in vocab          # whole words, written by the project
+    # the folder holds the trained weights: the loaded model reproduces the recipe's held-out AUC
+    held_out = toy_slices(0, 160, size=64)[-metrics["n_val"]:]
+    prompts = clip_demo.prompts_for(metrics["structures"])
+    prep = clip_demo.prepare(held_out, prompts, clip.image_size, clip.vision.grid_size[0], clip.mean, clip.std)
+    sims = clip_demo.similarities(clip.model, clip.tokenizer, prep.pixels, [p.text for p in prompts])
+    assert clip_demo.calibrate_presence(sims, prep.labels.numpy(), prompts)["auc"] == metrics["retrieval_auc"]
+    rgb = toy_slices(5, 1)[0].rgb
+    res = compute_saliency(clip, rgb, text_target(clip, "tumor"), "m2ib", M2IBConfig(layer=metrics["m2ib_layer"]))
+    assert res.saliency_map.shape == rgb.shape[:2] and np.isfinite(res.saliency_map).all()
+    assert metrics["m2ib"]["tumor"]["slices"] >= 1
+
+
+def test_short_run_improves_the_contrastive_loss(trained):
+    _, metrics = trained
+    # held-out loss of a fixed batch before any update vs after; the training loss of the first vs last 20 steps
+    assert metrics["contrastive_loss_final"] < metrics["contrastive_loss_initial"]
+    hist = metrics["history"]
+    assert hist[-1]["contrastive"] < hist[0]["contrastive"] - 0.05
+    assert metrics["retrieval_auc"] > 0.55
+
+
+def test_calibration_file_is_read_by_the_presence_gate(trained):
+    from medclipsam.models import load_clip
+    from medclipsam.volume.presence import CALIBRATION_FILE, model_presence_threshold
+
+    out, metrics = trained
+    calib = json.loads((out / CALIBRATION_FILE).read_text())
+    assert set(calib) >= {"presence_threshold", "auc", "calibrated_on"}
+    assert -1.0 <= calib["presence_threshold"] <= 1.0 and calib["auc"] == metrics["retrieval_auc"]
+    clip = load_clip(f"local-dir:{out}")
+    assert model_presence_threshold(clip) == pytest.approx(calib["presence_threshold"])
+
+
+def test_demo_architecture_same_seed_same_weights(tmp_path):
+    """The demo architecture (configs/clip/demo.json): a few steps, twice with one seed, once with another."""
+    from medclipsam.models import load_clip
+
+    data = toy_slices(1, 12)
+    kw = dict(steps=2, batch_size=4, lr=2e-3, log_every=10, check_saliency=0)
+    clip_demo.train_demo_clip(data, tmp_path / "a", seed=3, **kw)
+    clip_demo.train_demo_clip(data, tmp_path / "b", seed=3, **kw)
+    clip_demo.train_demo_clip(data, tmp_path / "c", seed=4, **kw)
+    a, b, c = _state(tmp_path / "a"), _state(tmp_path / "b"), _state(tmp_path / "c")
+    assert set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    key = "visual.trunk.blocks.0.attn.qkv.weight"
+    assert not torch.equal(a[key], c[key])
+    assert (tmp_path / "a" / "vocab.txt").read_text() == (tmp_path / "b" / "vocab.txt").read_text()
+    clip = load_clip(f"local-dir:{tmp_path / 'a'}")
+    assert clip.architecture == "demo" and not clip.random_weights
+    assert clip.image_size == 128 and clip.vision.grid_size == (16, 16) and clip.vision.num_blocks == 4
+
+
+def test_calibration_helpers():
+    y = np.array([0, 0, 1, 1, 1, 0, 0])
+    s = np.array([0.1, 0.2, 0.5, 0.6, 0.4, 0.45, 0.05])
+    assert clip_demo.roc_auc(s, y) == pytest.approx(11 / 12)
+    assert clip_demo.roc_auc(-s, y) == pytest.approx(1 / 12)
+    t, bacc = clip_demo.best_threshold(s, y)          # present: s >= t; best between 0.2 and 0.4
+    assert t == pytest.approx(0.3) and bacc == pytest.approx(0.5 * (1 + 3 / 4))
+    p = next(x for x in clip_demo.STRUCTURE_PROMPTS if x.text == "brain tumor")
+    assert clip_demo.presence_label({"tumor": 3.0, "brain": 40.0}, p, "mr-brain") == 1
+    assert clip_demo.presence_label({"tumor": 3.0}, p, "ct-chest") == 0
+    assert clip_demo.presence_label({"tumor": 0.2, "brain": 40.0}, p, "mr-brain") == -1
+
+
+def test_cli_without_phantoms_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(clip_demo, "_phantom_data", lambda *a: None)
+    assert clip_demo.main(["--out", str(tmp_path / "m"), "--steps", "1"]) == 2
+    assert "phantom module" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

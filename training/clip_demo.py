@@ -1,0 +1,797 @@
+"""Train the demo CLIP model: a small BiomedCLIP-shaped model on synthetic phantom slices.
+
+The result is an ordinary ``local-dir:`` folder (the layout of the real BiomedCLIP folder, written
+by :func:`medclipsam.models.clip.write_clip_folder`) that ``load_clip("local-dir:FOLDER")`` loads
+through the normal path, plus a model card saying it is a demo model and a presence calibration
+(``medclipsam_presence.json``) that the slice engine's presence gate reads.
+
+Architecture: ``configs/clip/demo.json`` — timm ViT ``vit_medclipsam_demo_patch8_128`` (128 px,
+patch 8 → 16×16 tokens, 4 blocks, width 128, 4 heads; timm's average pooling of the normed patch
+tokens, so the image embedding is the mean of the patch tokens' embeddings; linear projection) and
+a 2-layer BERT (width 64, CLS pooling, MLP projection), 64-d joint space; the vocabulary is written
+by the project (:func:`medclipsam.models.vocab.build_wordpiece_vocab`) from the default medical
+words, the captions and the structure prompts.
+
+What the model must do, and the loss term for each (all on L2-normalised embeddings):
+
+* **caption retrieval** — ``contrastive``: symmetric InfoNCE between images and the *distinct*
+  captions of the batch with the model's own learnable ``logit_scale``; images sharing a caption
+  are all positives of it (multi-positive text→image term), so duplicate captions are never
+  pushed apart.
+* **presence** (the slice presence gate compares cos(image, prompt) with one absolute threshold)
+  — ``presence``: a binary loss σ(s·cos(image, prompt) + b) against present / absent labels for
+  every (slice, structure prompt) pair, with one scale s and one bias b shared by all prompts, so
+  that one cosine threshold (≈ −b/s) separates present from absent for every prompt.
+* **localisation** (M2IB keeps the tokens that carry the similarity) — ``dense``: every patch
+  token's own embedding (normed, projected) is classified against the text embeddings of the
+  prompts with a balanced, focal (γ = ``dense_focal``) binary loss whose targets are the masks'
+  coverage of each token; and ``noise_baseline``: M2IB replaces tokens at its bottleneck (the last
+  block here, ``m2ib_layer``) by N(0, 1) noise and keeps the tokens whose own contribution to the
+  similarity beats the noise's, so the embeddings of pure-noise tokens are trained onto the dense
+  decision boundary (logit 0): the target's tokens lie above it, every other token below, and the
+  bottleneck keeps the target. ``token_scale`` keeps the bottleneck tokens at the scale of that
+  noise (mean square 1). ``counterfactual`` / ``invariance`` (off by default: they cost three
+  extra forward passes and did not help) train the bottleneck's behaviour on mixed inputs directly.
+
+Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
+``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default.
+
+After training, the presence gate is calibrated on held-out slices: cosine similarities of
+every (slice, structure prompt) pair with a present/absent label, AUC, and the threshold that
+maximises balanced accuracy → ``medclipsam_presence.json``. The saved folder is then loaded with
+``load_clip`` and M2IB saliency is checked on held-out slices (mass inside vs outside the target).
+
+Library: :func:`train_demo_clip`. CLI::
+
+    python training/clip_demo.py --out models/demo-clip [--steps N] [--seed S] [--n-train N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("medclipsam.training.clip_demo")
+
+ARCHITECTURE = "demo"
+MODEL_NAME = "medclipsam-demo-clip"
+M2IB_LAYER = 3                 # the demo ViT has 4 blocks; M2IB's bottleneck after the last (--set m2ib.layer=3)
+CALIBRATION_FILE = "medclipsam_presence.json"   # = medclipsam.volume.presence.CALIBRATION_FILE
+NOTICE = "demo model, synthetic training data, not for clinical use"
+# M2IB check after training: prompt → the structure whose mask it should land on
+SALIENCY_CHECKS = {"tumor": "tumor", "breast tumor": "lesion", "left lung": "left lung", "liver": "liver",
+                   "brain": "brain"}
+
+
+class Slice(Protocol):
+    """What the recipe needs of a training slice (``medclipsam.phantoms.PhantomSlice`` has it)."""
+
+    rgb: np.ndarray                      # uint8 H×W×3
+    caption: str                         # names what is visible
+    masks: Mapping[str, np.ndarray]      # structure → bool H×W
+
+
+# ---------------------------------------------------------------------------------------------
+# structure prompts: text, the structures it names (any of them) and what must also be there
+
+
+@dataclass(frozen=True)
+class StructurePrompt:
+    text: str
+    targets: tuple[str, ...]             # present when any of these has enough pixels
+    context: tuple[str, ...] = ()        # structures that must also be present ("brain" for "brain tumor")
+    kinds: tuple[str, ...] = ()          # slice kinds it applies to (empty: any), e.g. "us-breast"
+
+
+def _p(text: str, *targets: str, context: tuple[str, ...] = (), kinds: tuple[str, ...] = ()) -> StructurePrompt:
+    return StructurePrompt(text, tuple(targets) or (text,), context, kinds)
+
+
+# Each structure's own name is a prompt; the others are what users type for the same targets. In the
+# phantom world "tumor" and "lesion" are the same kind of thing (the breast-ultrasound target is a
+# "lesion"; captions call any of them tumour, mass, lesion, nodule or cyst).
+STRUCTURE_PROMPTS: tuple[StructurePrompt, ...] = (
+    _p("body"),
+    _p("left lung"),
+    _p("right lung"),
+    _p("lungs", "left lung", "right lung"),
+    _p("both lungs", "left lung", "right lung"),
+    _p("lung", "left lung", "right lung"),
+    _p("liver"),
+    _p("spine"),
+    _p("vertebra", "spine"),
+    _p("brain"),
+    _p("tumor", "tumor", "lesion"),
+    _p("tumour", "tumor", "lesion"),
+    _p("a tumor", "tumor", "lesion"),
+    _p("mass", "tumor", "lesion"),
+    _p("lesion", "lesion", "tumor"),
+    _p("brain tumor", "tumor", context=("brain",)),
+    _p("lung tumor", "tumor", context=("lungs",)),
+    _p("liver tumor", "tumor", context=("liver",)),
+    _p("breast lesion", "lesion", kinds=("us-breast",)),
+    _p("breast tumor", "lesion", kinds=("us-breast",)),
+)
+GROUPS = {"lungs": ("left lung", "right lung")}     # context names standing for several structures
+# Structures an image of a kind shows without a label for them: prompts naming only these are
+# "unknown" there, not "absent" (elsewhere a structure the slice has no mask for is absent).
+UNLABELLED = {"xray-chest": ("spine", "liver"), "us-breast": ("body",)}
+MIN_PRESENT_TOKENS = 0.5     # "present": the target covers at least half a token (32 px at 128 px); 0 px: absent
+
+
+def prompts_for(structures: Iterable[str]) -> list[StructurePrompt]:
+    """The prompts trained and calibrated for data with these structures: those of
+    :data:`STRUCTURE_PROMPTS` naming any of them, then each other structure by its own name."""
+    names = sorted(set(structures))
+    prompts = [p for p in STRUCTURE_PROMPTS if any(t in names for t in p.targets)]
+    return prompts + [_p(k) for k in names if k not in {p.text for p in prompts}]
+
+
+def presence_label(cover_sums: Mapping[str, float], prompt: StructurePrompt, kind: str | None) -> int:
+    """1 present, 0 absent, -1 unknown (a sliver of the target, an unlabelled structure, or a
+    kind-specific prompt on a slice of unknown kind). ``cover_sums``: structure → token coverage."""
+    if prompt.kinds and kind is not None and kind not in prompt.kinds:
+        return 0
+    target = sum(cover_sums.get(t, 0.0) for t in prompt.targets)
+    if target <= 0.0:
+        unlabelled = UNLABELLED.get(kind or "", ())
+        if all(t in unlabelled and t not in cover_sums for t in prompt.targets):
+            return -1
+        return 0
+    for c in prompt.context:
+        if sum(cover_sums.get(m, 0.0) for m in GROUPS.get(c, (c,))) <= 0.0:
+            return 0
+    if target < MIN_PRESENT_TOKENS or (prompt.kinds and kind is None):
+        return -1
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# data preparation
+
+
+@dataclass
+class Prepared:
+    pixels: torch.Tensor        # N×3×S×S, normalised CLIP input
+    cover: torch.Tensor         # N×P×G×G: how much of each token the prompt's target covers (0 where absent)
+    known: torch.Tensor         # N×P bool: the token targets are known (False: unlabelled structure)
+    labels: torch.Tensor        # N×P presence label per prompt (1, 0, -1)
+    captions: list[str]
+
+
+def _square_pad(mask: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    side = max(h, w)
+    out = np.zeros((side, side), np.float32)
+    top, left = (side - h) // 2, (side - w) // 2       # as medclipsam.image.SquarePad
+    out[top:top + h, left:left + w] = mask
+    return out
+
+
+def prepare(data: Sequence[Slice], prompts: Sequence[StructurePrompt], image_size: int, grid: int,
+            mean, std) -> Prepared:
+    """CLIP input pixels, per-prompt token coverage and presence labels of every slice."""
+    from medclipsam.image import clip_input
+
+    n = len(data)
+    names = sorted({t for p in prompts for t in p.targets})
+    col = {k: i for i, k in enumerate(names)}
+    member = torch.zeros((len(prompts), len(names)))                  # prompt × structure: is a target
+    for j, p in enumerate(prompts):
+        for t in p.targets:
+            member[j, col[t]] = 1.0
+    pixels = torch.empty((n, 3, image_size, image_size), dtype=torch.float32)
+    cover = torch.zeros((n, len(prompts), grid, grid), dtype=torch.float32)
+    known = torch.ones((n, len(prompts)), dtype=torch.bool)
+    labels = torch.empty((n, len(prompts)), dtype=torch.int8)
+    captions = []
+    for i, s in enumerate(data):
+        pixels[i] = clip_input(np.asarray(s.rgb), image_size, mean, std)[0][0]
+        grids = torch.zeros((len(names), grid, grid))
+        sums = {}
+        for name, m in s.masks.items():
+            if name in col and np.any(m):
+                sq = torch.from_numpy(_square_pad(np.asarray(m, dtype=np.float32)))
+                grids[col[name]] = F.interpolate(sq[None, None], size=(grid, grid), mode="area")[0, 0]
+            sums[name] = float(grids[col[name]].sum()) if name in col else float(np.count_nonzero(m))
+        kind = getattr(s, "kind", None)
+        lab = torch.tensor([presence_label(sums, p, kind) for p in prompts], dtype=torch.int8)
+        union = torch.einsum("pk,khw->phw", member, grids).clamp(max=1.0)
+        union[lab == 0] = 0.0                          # absent here (wrong kind or missing context)
+        labels[i], cover[i] = lab, union
+        known[i] = ~((lab == -1) & (union.flatten(1).sum(dim=1) == 0))
+        captions.append(str(s.caption).strip())
+    return Prepared(pixels, cover, known, labels, captions)
+
+
+def vocabulary_words(captions: Iterable[str], prompts: Sequence[StructurePrompt]) -> list[str]:
+    """Default medical words, then every word of the prompts and captions (first-seen order)."""
+    import re
+
+    from medclipsam.models.clip import DEFAULT_VOCAB_WORDS
+
+    words = list(DEFAULT_VOCAB_WORDS)
+    for text in [p.text for p in prompts] + list(captions):
+        words.extend(w for w in re.findall(r"[a-z0-9]+", text.lower()))
+    seen, out = set(), []
+    for w in words:
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, cap_idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric multi-positive InfoNCE: images vs the distinct captions of the batch (txt rows)."""
+    logits = scale * img @ txt.T                                       # B × U
+    i2t = F.cross_entropy(logits, cap_idx)
+    pos = F.one_hot(cap_idx, txt.shape[0]).T.bool()                    # U × B
+    lt = logits.T
+    t2i = (torch.logsumexp(lt, dim=1) - torch.logsumexp(lt.masked_fill(~pos, float("-inf")), dim=1)).mean()
+    return 0.5 * (i2t + t2i)
+
+
+def presence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary presence loss over labelled pairs, present and absent pairs weighted equally."""
+    known = labels >= 0
+    y = labels.clamp(min=0).float()
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    pos, neg = known & (labels == 1), known & (labels == 0)
+    out = logits.new_zeros(())
+    if pos.any():
+        out = out + 0.5 * bce[pos].mean()
+    if neg.any():
+        out = out + 0.5 * bce[neg].mean()
+    return out
+
+
+def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, focal: float = 0.0) -> torch.Tensor:
+    """Token–prompt alignment: logits and coverage targets B×T×P, ``known`` B×P (False: no target
+    known for that slice and prompt). Balanced binary loss per prompt, averaged over prompts;
+    ``focal`` > 0 weights each token by its error (1 − p)^γ / p^γ, so that the few hard negatives
+    (soft tissue next to a tumour) are not drowned by the many easy ones (air, fat)."""
+    wk = known[:, None, :].float()
+    pos_w, neg_w = cover * wk, (1.0 - cover) * wk
+    pos_mass, neg_mass = pos_w.sum(dim=(0, 1)), neg_w.sum(dim=(0, 1))
+    if focal > 0:
+        p = torch.sigmoid(logits).detach()
+        pos_w, neg_w = pos_w * (1.0 - p) ** focal * 2.0 ** focal, neg_w * p ** focal * 2.0 ** focal
+    pos = (pos_w * F.softplus(-logits)).sum(dim=(0, 1)) / pos_mass.clamp(min=1e-6)   # −log σ(x)
+    neg = (neg_w * F.softplus(logits)).sum(dim=(0, 1)) / neg_mass.clamp(min=1e-6)    # −log (1 − σ(x))
+    has_pos, has_neg = pos_mass > 0, neg_mass > 0
+    zero = logits.new_zeros(())
+    return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's forward pieces
+
+
+class Heads(torch.nn.Module):
+    """Training-only scales and biases (not saved with the model): presence and dense logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.presence_log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.presence_bias = torch.nn.Parameter(torch.tensor(0.0))
+        self.dense_log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.dense_bias = torch.nn.Parameter(torch.tensor(0.0))
+
+    def presence(self, cos: torch.Tensor) -> torch.Tensor:
+        return self.presence_log_scale.exp() * cos + self.presence_bias
+
+    def dense(self, cos: torch.Tensor) -> torch.Tensor:
+        return self.dense_log_scale.exp() * cos + self.dense_bias
+
+
+def _run_tail(visual, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    trunk = visual.trunk
+    x = tokens
+    for blk in trunk.blocks[layer + 1:]:
+        x = blk(x)
+    return trunk.norm(x)
+
+
+def _pooled(visual, normed: torch.Tensor) -> torch.Tensor:
+    """The image embedding from the normed last-block tokens (timm's pooling, then the projection)."""
+    return visual.head(visual.trunk.forward_head(normed))
+
+
+def _token_features(visual, normed: torch.Tensor, npre: int) -> torch.Tensor:
+    """Per-token embeddings in the joint space: each patch token through what the pooled tokens go
+    through (timm's ``fc_norm`` after average pooling, then the image projection)."""
+    return visual.head(visual.trunk.fc_norm(normed[:, npre:]))
+
+
+def _tokens_after(visual, pixels: torch.Tensor, layer: int) -> torch.Tensor:
+    trunk = visual.trunk
+    x = trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(pixels))))
+    for blk in trunk.blocks[: layer + 1]:
+        x = blk(x)
+    return x
+
+
+def _encode_texts(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    return F.normalize(model.encode_text(tokenizer(list(texts))), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration and checks
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann–Whitney, ties counted half); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The threshold t (present: score ≥ t) that maximises balanced accuracy, and that accuracy.
+
+    Candidates are midpoints between consecutive distinct scores; ties go to the middle candidate.
+    """
+    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+    u = np.unique(s)
+    cands = np.concatenate([[u[0] - 1e-3], (u[1:] + u[:-1]) / 2.0, [u[-1] + 1e-3]])
+    pos, neg = s[y], s[~y]
+    tpr = (pos[None, :] >= cands[:, None]).mean(axis=1) if pos.size else np.zeros(cands.size)
+    tnr = (neg[None, :] < cands[:, None]).mean(axis=1) if neg.size else np.zeros(cands.size)
+    bacc = 0.5 * (tpr + tnr)
+    best = np.flatnonzero(bacc >= bacc.max() - 1e-12)
+    i = int(best[len(best) // 2])
+    return float(cands[i]), float(bacc[i])
+
+
+@torch.no_grad()
+def similarities(model, tokenizer, pixels: torch.Tensor, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+    """cos(image, text) for every image × text (N × P)."""
+    model.eval()
+    txt = _encode_texts(model, tokenizer, texts)
+    out = [F.normalize(model.encode_image(pixels[i:i + batch]), dim=-1) @ txt.T for i in range(0, len(pixels), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, len(texts)), np.float32)
+
+
+def calibrate_presence(sims: np.ndarray, labels: np.ndarray, prompts: Sequence[StructurePrompt]) -> dict[str, Any]:
+    """Pooled AUC and balanced-accuracy threshold of the presence gate from held-out similarities."""
+    known = labels >= 0
+    s, y = sims[known], labels[known] == 1
+    if y.all() or (~y).all():
+        raise ValueError("the held-out slices need both present and absent structure prompts to calibrate the gate")
+    t, bacc = best_threshold(s, y)
+    per_prompt = {}
+    for j, p in enumerate(prompts):
+        k = labels[:, j] >= 0
+        a = roc_auc(sims[k, j], labels[k, j] == 1)
+        if not math.isnan(a):
+            per_prompt[p.text] = round(a, 4)
+    return {"presence_threshold": round(t, 6), "auc": round(roc_auc(s, y), 4), "balanced_accuracy": round(bacc, 4),
+            "pairs": int(known.sum()), "present_pairs": int(y.sum()), "per_prompt_auc": per_prompt}
+
+
+def saliency_check(folder: Path, data: Sequence[Slice], checks: Mapping[str, str], limit: int,
+                   layer: int = M2IB_LAYER) -> dict[str, Any]:
+    """Load the folder with ``load_clip`` and run M2IB (``compute_saliency``) for each prompt of
+    ``checks`` (prompt → structure) on up to ``limit`` held-out slices where the structure is present
+    (at least 32 px, at most half the image): the median ratio of the mean saliency inside / outside
+    the structure, the fraction of slices where inside > outside, and the pointing game (the
+    saliency peak lies on the structure)."""
+    from medclipsam.models import load_clip
+    from medclipsam.saliency import M2IBConfig, compute_saliency, text_target
+
+    clip = load_clip(f"local-dir:{folder}")
+    cfg = M2IBConfig(layer=layer)
+    out: dict[str, Any] = {}
+    for name, structure in checks.items():
+        target = text_target(clip, name)
+        ratios, hits = [], []
+        for s in data:
+            if len(ratios) >= limit:
+                break
+            mask = np.asarray(s.masks.get(structure, np.zeros(1, bool)), bool)
+            if mask.sum() < 32 or mask.mean() > 0.5:
+                continue
+            sal = compute_saliency(clip, np.asarray(s.rgb), target, "m2ib", cfg).saliency_map
+            ratios.append(float(sal[mask].mean()) / max(float(sal[~mask].mean()), 1e-6))
+            hits.append(bool(mask.flat[int(np.argmax(sal))]))
+        if ratios:
+            out[name] = {"structure": structure, "slices": len(ratios),
+                         "inside_outside_ratio_median": round(float(np.median(ratios)), 3),
+                         "inside_gt_outside": round(float(np.mean(np.asarray(ratios) > 1.0)), 3),
+                         "pointing_game": round(float(np.mean(hits)), 3)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+
+
+def _build_model(folder: Path, seed: int):
+    """Build the architecture of a written folder exactly as ``load_clip`` does, seeded."""
+    from medclipsam.models.clip import _create_from_folder  # the loader's own builder: same modules, same keys
+
+    torch.manual_seed(seed)
+    model, tokenizer, _ = _create_from_folder(folder, f"local-dir:{folder}")
+    return model, tokenizer
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+# Pipeline settings the model card recommends besides the bottleneck layer (``--set`` wins over them).
+# Chosen with ``benchmarks/phantom_eval.py --seed 1`` (seed 1 for choosing, seed 0 for reporting).
+RECOMMENDED_SETTINGS: dict[str, str] = {"postprocess.method": "crf", "postprocess.num_components": "2"}
+
+
+def pipeline_recommendations(layer: int) -> dict[str, str]:
+    """The card's ``pipeline_overrides``: M2IB's layer for this model, then :data:`RECOMMENDED_SETTINGS`."""
+    return {"m2ib.layer": str(layer), **RECOMMENDED_SETTINGS}
+
+
+def _write_card(folder: Path, extra: dict[str, Any]) -> None:
+    try:
+        from medclipsam.models.cards import MODEL_CARD, demo_card
+        card = demo_card(MODEL_NAME, **extra)
+    except ImportError:                          # older tree without model cards
+        MODEL_CARD, card = "model_card.json", {"name": MODEL_NAME, "intended_use": "demo", "notice": NOTICE, **extra}
+    (folder / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    (folder / "README.txt").write_text(
+        f"{MODEL_NAME}: {NOTICE}.\n\n"
+        "A small BiomedCLIP-shaped CLIP model (architecture 'demo': ViT 128 px / patch 8 / 4 blocks, average "
+        "pooling + 2-layer BERT) "
+        "trained from scratch by training/clip_demo.py on synthetic phantom slices. It knows only the phantom "
+        "world's structures and says nothing about real images.\n\n"
+        f"Load with: load_clip('local-dir:{folder.name}') or --clip local-dir:PATH; M2IB saliency needs "
+        f"--set m2ib.layer={extra.get('pipeline_overrides', {}).get('m2ib.layer', M2IB_LAYER)} (the model has 4 image "
+        "blocks; model_card.json recommends it as a pipeline override).\n"
+        f"{CALIBRATION_FILE} holds the presence-gate threshold calibrated on held-out synthetic slices.\n",
+        encoding="utf-8")
+
+
+def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps: int, batch_size: int = 32,
+                    seed: int = 0, lr: float = 1e-3, log_every: int = 50, val_data: Sequence[Slice] | None = None,
+                    val_fraction: float = 0.15, architecture: str | dict[str, Any] = ARCHITECTURE,
+                    m2ib_layer: int | None = None, weights: Mapping[str, float] | None = None,
+                    dense_focal: float = 1.0, threads: int | None = 2, bf16: bool | None = None, check_saliency: int = 24, data_note: str = "",
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train a demo CLIP model on ``data`` and write a complete ``local-dir:`` folder to ``out_dir``.
+
+    ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
+    (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
+    calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
+    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``counterfactual``, ``invariance``,
+    ``token_scale``).
+    ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
+    model stay float32); None: where the CPU has native bfloat16 matrix units.
+    Returns the metrics (also stored in the model card).
+    """
+    from medclipsam.models.clip import clip_architecture, write_clip_folder
+
+    say = progress or log.info
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if steps < 1 or batch_size < 2:
+        raise ValueError("steps must be >= 1 and batch_size >= 2")
+    data = list(data)
+    if val_data is None:
+        n_val = max(1, int(round(len(data) * val_fraction)))
+        if len(data) - n_val < 2:
+            raise ValueError(f"{len(data)} slices are too few to hold out {n_val} for calibration")
+        data, val_data = data[:-n_val], data[-n_val:]
+    val_data = list(val_data)
+    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "counterfactual": 0.0, "invariance": 0.0, "token_scale": 0.1,
+         "noise_baseline": 1.0,
+         **dict(weights or {})}
+
+    arch = clip_architecture(architecture) if isinstance(architecture, str) else dict(architecture)
+    structures = sorted({k for s in data for k in s.masks})
+    prompts = prompts_for(structures)
+    # prompts the counterfactual term may use: no context or kind condition (their targets alone decide)
+    plain = torch.tensor([not p.context and not p.kinds for p in prompts])
+    vocab = vocabulary_words([s.caption for s in data] + [s.caption for s in val_data], prompts)
+
+    if bf16 is None:
+        bf16 = _cpu_has_bf16()
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="medclipsam-demo-clip-") as tmp:
+            staged = write_clip_folder(Path(tmp) / "model", arch, None, vocab_words=vocab)
+            model, tokenizer = _build_model(staged, seed)
+            visual = model.visual
+            vt_layers = len(visual.trunk.blocks)
+            layer = (vt_layers - 1 if m2ib_layer is None else m2ib_layer) % vt_layers
+            size = int(arch["open_clip_config"]["model_cfg"]["vision_cfg"]["image_size"])
+            grid = int(visual.trunk.patch_embed.grid_size[0])
+            npre = int(getattr(visual.trunk, "num_prefix_tokens", 1))
+            mean = tuple(arch["open_clip_config"]["preprocess_cfg"]["mean"])
+            std = tuple(arch["open_clip_config"]["preprocess_cfg"]["std"])
+            train = prepare(data, prompts, size, grid, mean, std)
+            val = prepare(val_data, prompts, size, grid, mean, std)
+            say(f"data: {len(data)} training and {len(val_data)} held-out slices, structures {structures}, "
+                f"{len(prompts)} prompts, {len(set(train.captions))} distinct captions, vocabulary {len(vocab)} words "
+                f"({time.perf_counter() - t0:.1f} s)")
+
+            heads = Heads()
+            decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+            no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                                     {"params": no_decay + list(heads.parameters()), "weight_decay": 0.0}],
+                                    lr=lr, betas=(0.9, 0.98), eps=1e-6)
+            warmup = max(1, min(50, steps // 10))
+            order_rng = np.random.default_rng(seed)
+            noise_gen = torch.Generator().manual_seed(seed + 1)
+            prompt_texts = [p.text for p in prompts]
+
+            # fixed held-out batch for the contrastive loss before / after training
+            eval_idx = np.arange(min(len(val_data), 64))
+
+            def eval_contrastive() -> float:
+                model.eval()
+                with torch.no_grad():
+                    caps = [val.captions[i] for i in eval_idx]
+                    uniq = list(dict.fromkeys(caps))
+                    idx = torch.tensor([uniq.index(c) for c in caps])
+                    img = F.normalize(model.encode_image(val.pixels[eval_idx]), dim=-1)
+                    txt = _encode_texts(model, tokenizer, uniq)
+                    scale = model.logit_scale.exp().clamp(max=100.0)
+                    return float(contrastive_loss(img, txt, idx, scale))
+
+            loss0 = eval_contrastive()
+            say(f"step 0: held-out contrastive loss {loss0:.4f}")
+            history: list[dict[str, float]] = []
+            perm = np.empty(0, dtype=np.int64)
+            n = len(data)
+            bs = min(batch_size, n)
+            running: dict[str, float] = {}
+            t_train = time.perf_counter()
+            for step in range(steps):
+                if perm.size < bs:
+                    perm = np.concatenate([perm, order_rng.permutation(n)])
+                idx, perm = perm[:bs], perm[bs:]
+                ids = torch.from_numpy(idx)
+                model.train()
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, steps, lr, warmup)
+
+                pixels, cover, labels = train.pixels[ids], train.cover[ids], train.labels[ids]
+                known = train.known[ids]
+                caps = [train.captions[i] for i in idx]
+                uniq = list(dict.fromkeys(caps))
+                cap_idx = torch.tensor([uniq.index(c) for c in caps])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    txt = model.encode_text(tokenizer(uniq + prompt_texts))
+                    mid = _tokens_after(visual, pixels, layer)
+                    normed = _run_tail(visual, mid, layer)
+                    img = _pooled(visual, normed)
+                    patches = _token_features(visual, normed, npre)
+                txt = F.normalize(txt.float(), dim=-1)
+                txt_cap, txt_prompt = txt[: len(uniq)], txt[len(uniq):]
+                img = F.normalize(img.float(), dim=-1)
+                patches = F.normalize(patches.float(), dim=-1)                          # B × T × D
+
+                scale = model.logit_scale.exp().clamp(max=100.0)
+                parts = {"contrastive": contrastive_loss(img, txt_cap, cap_idx, scale),
+                         "presence": presence_loss(heads.presence(img @ txt_prompt.T), labels)}
+                # keep the bottleneck block's tokens at the scale of M2IB's N(0, 1) noise (mean square 1
+                # per element): else they grow with training, unit noise hides nothing and the capacity
+                # read-out follows the tokens' energy instead of what is kept
+                parts["token_scale"] = (mid.float().pow(2).mean(dim=-1).clamp(min=1e-6).log() ** 2).mean()
+                cov = cover.flatten(2).transpose(1, 2)                                  # B × T × P
+                parts["dense"] = dense_loss(heads.dense(patches @ txt_prompt.T), cov, known, focal=dense_focal)
+                if w["noise_baseline"] > 0:
+                    # M2IB replaces tokens at the bottleneck by N(0, 1) noise and keeps those whose own
+                    # contribution beats the noise's: noise tokens must sit on the dense decision boundary
+                    # (logit 0), between the target's tokens (above) and everything else (below)
+                    eps = torch.randn((max(1, bs // 4),) + tuple(mid.shape[1:]), generator=noise_gen)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        noise_feat = _token_features(visual, _run_tail(visual, eps, layer), npre)
+                    noise_feat = F.normalize(noise_feat.float(), dim=-1)
+                    parts["noise_baseline"] = heads.dense(noise_feat @ txt_prompt.T).pow(2).mean()
+
+                if w["counterfactual"] > 0 or w["invariance"] > 0:
+                    # pick one present target per slice (not one covering most of the image)
+                    cov_sum = cover.sum(dim=(2, 3))                                     # B × P
+                    elig = (labels == 1) & plain[None, :] & (cov_sum < 0.5 * grid * grid)
+                    rows = torch.nonzero(elig.any(dim=1)).flatten()[: max(1, bs // 2)]   # half a batch: cost
+                    if rows.numel():
+                        # sampled ∝ 1 / target size (Gumbel-max): small targets (tumours) are the hard ones
+                        u = torch.rand(elig.shape, generator=noise_gen).clamp(1e-6, 1 - 1e-6)
+                        score = -torch.log(cov_sum.clamp(min=0.5)) - torch.log(-torch.log(u))
+                        pick = torch.where(elig, score, torch.full_like(score, -1e9)).argmax(dim=1)[rows]
+                        m = cover[rows, pick]                                           # R × G × G
+                        # the target's tokens with a one-token margin (R × T)
+                        region = F.max_pool2d((m > 0).float()[:, None], 3, 1, 1)[:, 0].flatten(1).bool()
+                        x = mid[rows].float()
+                        r, t_all, c = x.shape
+                        # M2IB's bottleneck on the other tokens: z = λx + (1 − λ)ε, ε ~ N(0, 1), with a random
+                        # fraction u ~ U(0, 1) of them kept (λ = 1) and the rest at one level λ ~ U(0, 1);
+                        # CLS at its own random λ. A: the target's tokens kept → as the clean image;
+                        # B: the target's tokens pure noise → as pure noise (Z0); Z0: λ = 0 everywhere → absent.
+                        u = torch.rand((2, r, 1), generator=noise_gen)
+                        level = torch.rand((2, r, 1), generator=noise_gen)
+                        lam = torch.where(torch.rand((2, r, t_all), generator=noise_gen) < u, 1.0, level)
+                        lam[:, :, :npre] = torch.rand((2, r, npre), generator=noise_gen)
+                        tgt = torch.cat([torch.zeros(r, npre, dtype=torch.bool), region], dim=1)
+                        lam[0] = torch.where(tgt, 1.0, lam[0])
+                        lam[1] = torch.where(tgt, 0.0, lam[1])
+                        lam = torch.cat([lam, torch.zeros((1, r, t_all))])[..., None]           # 3 × R × T × 1
+                        noise = torch.randn((3, r, t_all, c), generator=noise_gen)
+                        z = (lam * x[None] + (1.0 - lam) * noise).reshape(3 * r, t_all, c)
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                            emb = _pooled(visual, _run_tail(visual, z, layer))
+                        emb = F.normalize(emb.float(), dim=-1)
+                        t_pick = txt_prompt[pick]
+                        logit_a, logit_b, logit_0 = heads.presence((emb * t_pick.repeat(3, 1)).sum(dim=-1)).view(3, r)
+                        logit_full = heads.presence((img[rows] * t_pick).sum(dim=-1))
+                        ones, zeros = torch.ones(r), torch.zeros(r)
+                        bce = (0.5 * F.binary_cross_entropy_with_logits(logit_a, ones)
+                               + 0.25 * F.binary_cross_entropy_with_logits(logit_b, zeros)
+                               + 0.25 * F.binary_cross_entropy_with_logits(logit_0, zeros))
+                        # the similarity depends on the target's tokens alone: the other tokens change nothing
+                        inv = (F.smooth_l1_loss(logit_a, logit_full.detach())
+                               + F.smooth_l1_loss(logit_b, logit_0.detach()))
+                        parts["counterfactual"] = bce
+                        parts["invariance"] = inv
+                loss = sum(w[k] * v for k, v in parts.items())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), 1.0)
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0.0, math.log(100.0))
+
+                for k, v in parts.items():
+                    running[k] = running.get(k, 0.0) + float(v.detach())
+                running["loss"] = running.get("loss", 0.0) + float(loss.detach())
+                running["_n"] = running.get("_n", 0.0) + 1
+                if (step + 1) % log_every == 0 or step + 1 == steps:
+                    k_n = running.pop("_n")
+                    entry = {"step": step + 1, **{k: round(v / k_n, 4) for k, v in running.items()}}
+                    history.append(entry)
+                    running = {}
+                    el = time.perf_counter() - t_train
+                    say(f"step {step + 1}/{steps}: " + " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "step")
+                        + f" lr={opt.param_groups[0]['lr']:.2e} ({el:.0f} s, {el / (step + 1):.2f} s/step)")
+            train_seconds = time.perf_counter() - t_train
+            loss1 = eval_contrastive()
+            say(f"held-out contrastive loss {loss0:.4f} -> {loss1:.4f}")
+
+            model.eval()
+            sims = similarities(model, tokenizer, val.pixels, prompt_texts)
+            calib = calibrate_presence(sims, val.labels.numpy(), prompts)
+            # caption retrieval among the distinct held-out captions (image → caption top-1)
+            uniq_val = list(dict.fromkeys(val.captions))
+            cap_sims = similarities(model, tokenizer, val.pixels, uniq_val)
+            truth = np.array([uniq_val.index(c) for c in val.captions])
+            caption_top1 = float((cap_sims.argmax(axis=1) == truth).mean())
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.set_num_threads(old_threads)
+
+    from medclipsam.models.clip import WEIGHT_FILE_NAMES
+
+    for name in WEIGHT_FILE_NAMES:          # weights of an earlier model here would be found before ours
+        if name != "open_clip_pytorch_model.bin":
+            (out_dir / name).unlink(missing_ok=True)
+    folder = write_clip_folder(out_dir, arch, state, vocab_words=vocab)
+    calibrated_on = (f"{len(val_data)} held-out synthetic slices ({data_note or 'recipe data'}), "
+                     f"{calib['pairs']} (slice, structure prompt) pairs, {calib['present_pairs']} present")
+    (folder / CALIBRATION_FILE).write_text(json.dumps(
+        {"presence_threshold": calib["presence_threshold"], "auc": calib["auc"],
+         "balanced_accuracy": calib["balanced_accuracy"], "calibrated_on": calibrated_on,
+         "per_prompt_auc": calib["per_prompt_auc"]}, indent=2), encoding="utf-8")
+    metrics: dict[str, Any] = {
+        "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "n_train": len(data), "n_val": len(val_data),
+        "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
+        "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
+        "retrieval_auc": calib["auc"], "presence_threshold": calib["presence_threshold"],
+        "presence_balanced_accuracy": calib["balanced_accuracy"], "per_prompt_auc": calib["per_prompt_auc"],
+        "caption_top1": round(caption_top1, 4), "distinct_val_captions": len(uniq_val),
+        "train_seconds": round(train_seconds, 1), "history": history,
+    }
+    if check_saliency > 0:
+        checks = {k: v for k, v in SALIENCY_CHECKS.items() if v in structures}
+        metrics["m2ib"] = saliency_check(folder, val_data, checks, check_saliency, layer)
+        for name, r in metrics["m2ib"].items():
+            say(f"M2IB (layer {layer}) '{name}' on {r['slices']} held-out slices: inside/outside mean saliency "
+                f"{r['inside_outside_ratio_median']:.2f} (median), inside > outside on {r['inside_gt_outside']:.0%}, "
+                f"pointing game {r['pointing_game']:.0%}")
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    card_metrics = {k: v for k, v in metrics.items() if k != "history"}
+    _write_card(folder, {"architecture": arch["name"], "training": "training/clip_demo.py",
+                         "data": data_note or "synthetic slices given to train_demo_clip",
+                         "pipeline_overrides": pipeline_recommendations(layer), "metrics": card_metrics})
+    say(f"wrote {folder} ({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _phantom_data(seed: int, n_train: int, n_val: int):
+    if importlib.util.find_spec("medclipsam.phantoms") is None:
+        return None
+    from medclipsam import phantoms
+    if not hasattr(phantoms, "training_slices"):
+        return None
+    return phantoms.training_slices(seed, n_train), phantoms.training_slices(seed + 100_003, n_val)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=f"Train the demo CLIP model on synthetic phantom slices ({NOTICE}).")
+    ap.add_argument("--out", required=True, type=Path, help="model folder to write (load with --clip local-dir:OUT)")
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=2400, help="training slices (phantoms.training_slices)")
+    ap.add_argument("--n-val", type=int, default=300, help="held-out slices for calibration")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check-saliency", type=int, default=24, metavar="N",
+                    help="M2IB check on up to N held-out slices per prompt after training (0: skip)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    t0 = time.perf_counter()
+    got = _phantom_data(args.seed, args.n_train, args.n_val)
+    if got is None:
+        print("error: the phantom module medclipsam.phantoms (training_slices) is missing from this installation, "
+              "so there is no training data; install a medclipsam that has it", file=sys.stderr)
+        return 2
+    train, val = got
+    print(f"generated {len(train)} + {len(val)} phantom slices in {time.perf_counter() - t0:.1f} s", flush=True)
+    metrics = train_demo_clip(train, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                              lr=args.lr, log_every=args.log_every, val_data=val, threads=args.threads,
+                              check_saliency=args.check_saliency,
+                              data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}), "
+                                        f"held out: seed {args.seed + 100_003}",
+                              progress=lambda s: print(s, flush=True))
+    seconds = time.perf_counter() - t0
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}), flush=True)
+    print(f"retrieval_auc={metrics['retrieval_auc']:.4f} steps={metrics['steps']} seconds={seconds:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
