@@ -30,8 +30,8 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
   similarity beats the noise's, so the embeddings of pure-noise tokens are trained onto the dense
   decision boundary (logit 0): the target's tokens lie above it, every other token below, and the
   bottleneck keeps the target. ``token_scale`` keeps the bottleneck tokens at the scale of that
-  noise (mean square 1). ``counterfactual`` / ``invariance`` (off by default: they cost three
-  extra forward passes and did not help) train the bottleneck's behaviour on mixed inputs directly.
+  noise (mean square 1). (Training the bottleneck's behaviour on mixed kept/noised inputs directly
+  — three extra forward passes per step — was tried in development and did not help.)
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
 ``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default.
@@ -493,7 +493,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
     (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
     calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
-    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``counterfactual``, ``invariance``,
+    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``noise_baseline``,
     ``token_scale``).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
     model stay float32); None: where the CPU has native bfloat16 matrix units.
@@ -513,15 +513,13 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             raise ValueError(f"{len(data)} slices are too few to hold out {n_val} for calibration")
         data, val_data = data[:-n_val], data[-n_val:]
     val_data = list(val_data)
-    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "counterfactual": 0.0, "invariance": 0.0, "token_scale": 0.1,
+    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_scale": 0.1,
          "noise_baseline": 1.0,
          **dict(weights or {})}
 
     arch = clip_architecture(architecture) if isinstance(architecture, str) else dict(architecture)
     structures = sorted({k for s in data for k in s.masks})
     prompts = prompts_for(structures)
-    # prompts the counterfactual term may use: no context or kind condition (their targets alone decide)
-    plain = torch.tensor([not p.context and not p.kinds for p in prompts])
     vocab = vocabulary_words([s.caption for s in data] + [s.caption for s in val_data], prompts)
 
     if bf16 is None:
@@ -626,50 +624,6 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     noise_feat = F.normalize(noise_feat.float(), dim=-1)
                     parts["noise_baseline"] = heads.dense(noise_feat @ txt_prompt.T).pow(2).mean()
 
-                if w["counterfactual"] > 0 or w["invariance"] > 0:
-                    # pick one present target per slice (not one covering most of the image)
-                    cov_sum = cover.sum(dim=(2, 3))                                     # B × P
-                    elig = (labels == 1) & plain[None, :] & (cov_sum < 0.5 * grid * grid)
-                    rows = torch.nonzero(elig.any(dim=1)).flatten()[: max(1, bs // 2)]   # half a batch: cost
-                    if rows.numel():
-                        # sampled ∝ 1 / target size (Gumbel-max): small targets (tumours) are the hard ones
-                        u = torch.rand(elig.shape, generator=noise_gen).clamp(1e-6, 1 - 1e-6)
-                        score = -torch.log(cov_sum.clamp(min=0.5)) - torch.log(-torch.log(u))
-                        pick = torch.where(elig, score, torch.full_like(score, -1e9)).argmax(dim=1)[rows]
-                        m = cover[rows, pick]                                           # R × G × G
-                        # the target's tokens with a one-token margin (R × T)
-                        region = F.max_pool2d((m > 0).float()[:, None], 3, 1, 1)[:, 0].flatten(1).bool()
-                        x = mid[rows].float()
-                        r, t_all, c = x.shape
-                        # M2IB's bottleneck on the other tokens: z = λx + (1 − λ)ε, ε ~ N(0, 1), with a random
-                        # fraction u ~ U(0, 1) of them kept (λ = 1) and the rest at one level λ ~ U(0, 1);
-                        # CLS at its own random λ. A: the target's tokens kept → as the clean image;
-                        # B: the target's tokens pure noise → as pure noise (Z0); Z0: λ = 0 everywhere → absent.
-                        u = torch.rand((2, r, 1), generator=noise_gen)
-                        level = torch.rand((2, r, 1), generator=noise_gen)
-                        lam = torch.where(torch.rand((2, r, t_all), generator=noise_gen) < u, 1.0, level)
-                        lam[:, :, :npre] = torch.rand((2, r, npre), generator=noise_gen)
-                        tgt = torch.cat([torch.zeros(r, npre, dtype=torch.bool), region], dim=1)
-                        lam[0] = torch.where(tgt, 1.0, lam[0])
-                        lam[1] = torch.where(tgt, 0.0, lam[1])
-                        lam = torch.cat([lam, torch.zeros((1, r, t_all))])[..., None]           # 3 × R × T × 1
-                        noise = torch.randn((3, r, t_all, c), generator=noise_gen)
-                        z = (lam * x[None] + (1.0 - lam) * noise).reshape(3 * r, t_all, c)
-                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                            emb = _pooled(visual, _run_tail(visual, z, layer))
-                        emb = F.normalize(emb.float(), dim=-1)
-                        t_pick = txt_prompt[pick]
-                        logit_a, logit_b, logit_0 = heads.presence((emb * t_pick.repeat(3, 1)).sum(dim=-1)).view(3, r)
-                        logit_full = heads.presence((img[rows] * t_pick).sum(dim=-1))
-                        ones, zeros = torch.ones(r), torch.zeros(r)
-                        bce = (0.5 * F.binary_cross_entropy_with_logits(logit_a, ones)
-                               + 0.25 * F.binary_cross_entropy_with_logits(logit_b, zeros)
-                               + 0.25 * F.binary_cross_entropy_with_logits(logit_0, zeros))
-                        # the similarity depends on the target's tokens alone: the other tokens change nothing
-                        inv = (F.smooth_l1_loss(logit_a, logit_full.detach())
-                               + F.smooth_l1_loss(logit_b, logit_0.detach()))
-                        parts["counterfactual"] = bce
-                        parts["invariance"] = inv
                 loss = sum(w[k] * v for k, v in parts.items())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
