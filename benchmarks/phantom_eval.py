@@ -20,24 +20,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
+from medclipsam.evaluation import roc_auc  # noqa: E402
+
 HELD_OUT_SEED_BASE = 10_000
 TARGETS = {"tumor": ("tumor",), "lungs": ("left lung", "right lung")}
 # A tumour slice counts for the gate's AUC when the tumour covers at least half a CLIP token (32 px
 # at 128 px): the partial-volume slivers at its poles (a few pixels) are neither present nor absent
 # (the demo CLIP's calibration uses the same rule). They still count for the Dice.
 SLIVER_PX = 32
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U with ties counted half)."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(positive, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
 
 
 def dice_on_present_slices(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -83,7 +73,7 @@ def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32,
             print(f"series {i}: " + " ".join(f"{t}_dice={dices[t][-1]:.3f}" for t in TARGETS) +
                   f" tumour_slices={int(tumour.sum())}/{len(src)} processed={result.processed}")
     return {"tumor_dice": float(np.mean(dices["tumor"])), "lung_dice": float(np.mean(dices["lungs"])),
-            "gate_auc": auc(np.array(sims), np.array(present))}
+            "gate_auc": roc_auc(np.array(sims), np.array(present))}
 
 
 def main() -> None:

@@ -332,3 +332,15 @@ def test_duplicate_stems_rejected(tmp_path):
     save(gt_dir / "a.png", np.ones((4, 4), bool))
     with pytest.raises(InputError, match="same stem"):
         evaluate_folders(pred_dir, gt_dir)
+
+
+def test_roc_auc_counts_ties_half_and_refuses_mismatched_labels():
+    import math
+
+    from medclipsam.errors import InputError
+    from medclipsam.evaluation import roc_auc
+
+    assert roc_auc([0.9, 0.5, 0.5, 0.1], [True, True, False, False]) == 0.875
+    assert math.isnan(roc_auc([0.2, 0.3], [True, True]))
+    with pytest.raises(InputError, match="one label per score"):
+        roc_auc([0.1, 0.2, 0.3], [True, False])

@@ -65,6 +65,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medclipsam.evaluation import roc_auc
+
 log = logging.getLogger("medclipsam.training.clip_demo")
 
 ARCHITECTURE = "demo"
@@ -335,18 +337,6 @@ def _encode_texts(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # calibration and checks
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties counted half); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

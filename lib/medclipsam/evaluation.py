@@ -52,6 +52,7 @@ __all__ = [
     "EvaluationReport",
     "dice",
     "iou",
+    "roc_auc",
     "boundary_nsd",
     "slab_nsd",
     "mask_case",
@@ -176,6 +177,22 @@ def iou(pred, gt) -> float:
 # ---------------------------------------------------------------------------------------
 # contours as pixel edges
 # ---------------------------------------------------------------------------------------
+
+
+def roc_auc(scores, positive) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean labels ``positive`` (Mann–Whitney U,
+    ties counted half); NaN without both classes."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(positive, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise InputError(f"roc_auc needs one label per score, got {s.size} scores and {y.size} labels")
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 
 
 def _contour_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
