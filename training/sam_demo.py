@@ -34,13 +34,14 @@ CLI::
 
     python training/sam_demo.py --out models/demo-sam.pth [--steps N] [--seed S] [--n-train N]
 
-Cost (2-core CPU, defaults: ``demo`` architecture, 1.85 M parameters, 1500 steps × 8 images, 400
-phantom slices): about 0.3 s a step with 2 threads on an idle machine (≈ 8 min in all); when other
-processes compete for the cores, 2 threads slow down about 3× and ``--threads 1`` (≈ 0.4 s a step)
-is faster. A seed gives the same weights at a given thread count; 1 and 2 threads sum floats in
-another order, so their runs drift apart. Held-out Dice through ``SamSegmenter``
-(40 phantom slices, jittered boxes / 10 points): about 0.92 / 0.87; small tumours are the weak
-spot (≈ 0.6 with a box).
+Cost (2-core CPU, defaults: ``demo`` architecture, 1.86 M parameters at 128 px with 4 px patches —
+a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 1500 steps × 8 images, 800
+phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 32 min in all); other
+processes competing for the cores slow it down. A seed gives the same weights at a given thread
+count; 1 and 2 threads sum floats in another order, so their runs drift apart. Held-out Dice
+through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.92 / 0.92; small
+tumours are the weak spot (0.71 with one jittered box; 0.82 with exact boxes on held-out CT series).
+(The first demo architecture, 16 px patches at 256 px — a 16×16 grid —, reached 0.74 there.)
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class PromptSampling:
     ``enlarge_max`` of the size (a coarse mask that over-segments). Points: the positive count is
     drawn from ``point_counts``; with ``p_negatives`` 1..``max_negatives`` negative points are added
     outside the structure; with ``p_spill`` up to ``spill_fraction`` of the positives are moved just
-    outside the structure (within ``spill_px`` pixels).
+    outside the structure (within ``spill_px`` pixels). With ``p_favoured`` the ``favoured``
+    structures present on the image (small lesions, the pipeline's hardest targets) are prompted
+    first, so they are not crowded out by the large organs.
     """
 
     p_box: float = 0.40
@@ -106,6 +109,8 @@ class PromptSampling:
     spill_px: int = 4
     max_prompts_per_image: int = 4
     min_pixels: int = 9
+    favoured: tuple[str, ...] = ("tumor", "lesion")
+    p_favoured: float = 0.6
 
     def kinds(self) -> tuple[list[str], np.ndarray]:
         names = ["box", "component_boxes", "points", "box+points"]
@@ -213,6 +218,8 @@ def sample_image_prompts(masks: Mapping[str, np.ndarray], rng: np.random.Generat
     kinds, p = cfg.kinds()
     kind = kinds[int(rng.choice(len(kinds), p=p))]
     order = rng.permutation(len(names))
+    if cfg.favoured and rng.random() < cfg.p_favoured:
+        order = np.array(sorted(order, key=lambda i: names[i] not in cfg.favoured))   # stable: favoured first
     chosen = [np.asarray(masks[names[i]], dtype=bool) for i in order[:cfg.max_prompts_per_image]]
     shape = chosen[0].shape
     targets: list[np.ndarray] = []
@@ -566,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (e.g. models/demo-sam.pth)")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=400, help="synthetic training slices")
+    ap.add_argument("--n-train", type=int, default=800, help="synthetic training slices")
     ap.add_argument("--n-val", type=int, default=40, help="held-out synthetic slices (another seed)")
     ap.add_argument("--size", type=int, default=128, help="phantom slice size in pixels")
     ap.add_argument("--batch-size", type=int, default=8)
