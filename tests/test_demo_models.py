@@ -81,9 +81,9 @@ POINTING_CASES = [
     pytest.param("tumor", "tumor", "brain", "mr-brain", id="brain-tumor",
                  marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.86 on 14 slices")),
     pytest.param("tumor", "tumor", "lungs", "ct-chest", id="lung-tumor",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.78 on 9 slices")),
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.89 on 9 slices")),
     pytest.param("left lung", "left lung", "right lung", "ct-chest", id="left-lung",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "no laterality in its saliency maps")),
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.46 on 13 slices: no laterality")),
 ]
 
 
@@ -127,19 +127,30 @@ def test_absent_structure_scores_lower_than_a_present_one(demo_clip, held_out):
     assert auc >= 0.85, f"tumour presence AUC {auc:.3f} on {pos.size}+{neg.size} held-out CT slices"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.39, lung Dice 0.69, gate AUC 0.89 on these 2 series")
-def test_end_to_end_on_held_out_phantom_series():
+@pytest.fixture(scope="module")
+def end_to_end() -> dict[str, float]:
     """The whole zero-shot pipeline with the demo models on 2 fresh phantom CT series (the benchmark
-    runs 8): Dice and gate AUC within 0.05 of the issue's goals (0.80, 0.80, 0.90)."""
+    runs 8); the tests below allow 0.05 below the issue's goals (0.80, 0.80, 0.90)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from phantom_eval import evaluate
     finally:
         sys.path.pop(0)
-    m = evaluate(seed=3, n=2, clip_spec=DEMO_CLIP, sam_spec=DEMO_SAM, verbose=False)
-    assert m["tumor_dice"] >= 0.75, m
-    assert m["lung_dice"] >= 0.75, m
-    assert m["gate_auc"] >= 0.85, m
+    return evaluate(seed=3, n=2, clip_spec=DEMO_CLIP, sam_spec=DEMO_SAM, verbose=False)
+
+
+def test_end_to_end_lungs(end_to_end):
+    assert end_to_end["lung_dice"] >= 0.75, end_to_end
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.11 on these 2 series")
+def test_end_to_end_tumour(end_to_end):
+    assert end_to_end["tumor_dice"] >= 0.75, end_to_end
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET + "gate AUC 0.67 on these 2 series")
+def test_end_to_end_presence_gate(end_to_end):
+    assert end_to_end["gate_auc"] >= 0.85, end_to_end
 
 
 def test_demo_command_writes_seg_nifti_montage_and_report(tmp_path, capsys):

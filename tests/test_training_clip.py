@@ -92,14 +92,61 @@ def _state(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / "open_clip_pytorch_model.bin", map_location="cpu", weights_only=True)
 
 
+def tiny_avg_architecture() -> dict:
+    """The tiny architecture with the demo's pooling (average of the patch tokens, then LayerNorm)."""
+    from medclipsam.models.clip import clip_architecture
+
+    arch = json.loads(json.dumps(clip_architecture("tiny")))
+    arch["open_clip_config"]["model_cfg"]["vision_cfg"]["timm_model_name"] = "vit_medclipsam_tinyavg_patch8_64"
+    return arch
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short run of the recipe on toy slices with the tiny architecture (64 px, 8×8 tokens) for speed."""
     data = toy_slices(0, 160, size=64)
     out = tmp_path_factory.mktemp("demo") / "demo-clip"
     metrics = clip_demo.train_demo_clip(data, out, steps=60, batch_size=16, seed=0, lr=3e-3, log_every=20,
-                                        architecture="tiny", check_saliency=2)
+                                        architecture=tiny_avg_architecture(), check_saliency=2)
     return out, metrics
+
+
+def test_dense_scores_are_the_first_order_effect_of_each_token_on_the_similarity(tmp_path):
+    """dense_scores(t) = T · ∂cos(image, prompt)/∂w_t where the pooled mean is Σ w_t x_t / T (w = 1):
+    checked against autograd on the demo pooling, for random tokens and prompts."""
+    from medclipsam.models.clip import write_clip_folder
+
+    folder = write_clip_folder(tmp_path / "m", tiny_avg_architecture(), None)
+    model, _ = clip_demo._build_model(folder, seed=0)
+    visual = model.visual
+    trunk = visual.trunk
+    torch.manual_seed(0)
+    with torch.no_grad():
+        trunk.fc_norm.weight.uniform_(0.5, 1.5)
+        trunk.fc_norm.bias.uniform_(-0.3, 0.3)
+    npre = int(trunk.num_prefix_tokens)
+    tokens = torch.randn(2, npre + 64, trunk.embed_dim) + 0.3
+    txt = torch.nn.functional.normalize(torch.randn(3, visual.head.proj.out_features), dim=-1)
+    got = clip_demo.dense_scores(clip_demo.token_contributions(visual, tokens, npre),
+                                 clip_demo._pooled(visual, tokens), txt)
+    w = torch.ones(2, 64, 1, requires_grad=True)
+    patches = tokens[:, npre:] * w
+    img = visual.head(trunk.fc_norm(patches.mean(dim=1)))
+    cos = torch.nn.functional.normalize(img, dim=-1) @ txt.T                 # B × P
+    for p in range(3):
+        grad, = torch.autograd.grad(cos[:, p].sum(), w, retain_graph=True)
+        assert torch.allclose(got[..., p], 64 * grad[..., 0], atol=1e-4, rtol=1e-3)
+    assert got.abs().max() > 1e-3                                            # not trivially zero
+
+
+def test_dense_scores_need_the_demo_pooling(tmp_path):
+    from medclipsam.models.clip import write_clip_folder
+
+    folder = write_clip_folder(tmp_path / "m", "tiny", None)
+    model, _ = clip_demo._build_model(folder, seed=0)
+    tokens = torch.randn(1, 65, model.visual.trunk.embed_dim)
+    with pytest.raises(ValueError, match="fc_norm=True"):
+        clip_demo.token_contributions(model.visual, tokens, 1)
 
 
 def test_short_run_writes_a_folder_load_clip_reads(trained):

@@ -22,16 +22,14 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
   — ``presence``: a binary loss σ(s·cos(image, prompt) + b) against present / absent labels for
   every (slice, structure prompt) pair, with one scale s and one bias b shared by all prompts, so
   that one cosine threshold (≈ −b/s) separates present from absent for every prompt.
-* **localisation** (M2IB keeps the tokens that carry the similarity) — ``dense``: every patch
-  token's own embedding (normed, projected) is classified against the text embeddings of the
-  prompts with a balanced, focal (γ = ``dense_focal``) binary loss whose targets are the masks'
-  coverage of each token; and ``noise_baseline``: M2IB replaces tokens at its bottleneck (the last
-  block here, ``m2ib_layer``) by N(0, 1) noise and keeps the tokens whose own contribution to the
-  similarity beats the noise's, so the embeddings of pure-noise tokens are trained onto the dense
-  decision boundary (logit 0): the target's tokens lie above it, every other token below, and the
-  bottleneck keeps the target. ``token_scale`` keeps the bottleneck tokens at the scale of that
-  noise (mean square 1). (Training the bottleneck's behaviour on mixed kept/noised inputs directly
-  — three extra forward passes per step — was tried in development and did not help.)
+* **localisation** (M2IB keeps the tokens that carry the similarity) — ``dense``: the demo ViT
+  averages its patch tokens and normalises the mean (timm ``fc_norm``), so every token moves the
+  image embedding by its own amount; M2IB's bottleneck (the last block here, ``m2ib_layer``)
+  replaces tokens by zero-mean N(0, 1) noise and keeps those whose removal would lower the
+  similarity. Each token's first-order effect on cos(image, prompt) (:func:`dense_scores`) is
+  classified against the masks' coverage of the token with a balanced, focal (γ = ``dense_focal``)
+  binary loss: the target's tokens raise the similarity, every other token does not.
+  ``token_scale`` keeps the bottleneck tokens at the scale of M2IB's noise (mean square 1).
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
 ``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default.
@@ -296,12 +294,17 @@ class Heads(torch.nn.Module):
         self.presence_bias = torch.nn.Parameter(torch.tensor(0.0))
         self.dense_log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
         self.dense_bias = torch.nn.Parameter(torch.tensor(0.0))
+        self.token_log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.token_bias = torch.nn.Parameter(torch.tensor(0.0))
 
     def presence(self, cos: torch.Tensor) -> torch.Tensor:
         return self.presence_log_scale.exp() * cos + self.presence_bias
 
     def dense(self, cos: torch.Tensor) -> torch.Tensor:
         return self.dense_log_scale.exp() * cos + self.dense_bias
+
+    def token(self, cos: torch.Tensor) -> torch.Tensor:
+        return self.token_log_scale.exp() * cos + self.token_bias
 
 
 def _run_tail(visual, tokens: torch.Tensor, layer: int) -> torch.Tensor:
@@ -317,10 +320,45 @@ def _pooled(visual, normed: torch.Tensor) -> torch.Tensor:
     return visual.head(visual.trunk.forward_head(normed))
 
 
-def _token_features(visual, normed: torch.Tensor, npre: int) -> torch.Tensor:
-    """Per-token embeddings in the joint space: each patch token through what the pooled tokens go
-    through (timm's ``fc_norm`` after average pooling, then the image projection)."""
+def token_contributions(visual, normed: torch.Tensor, npre: int) -> torch.Tensor:
+    """What each patch token does to the image embedding, as M2IB sees it (B×T×D).
+
+    The demo ViT pools first and normalises after (timm ``fc_norm``): e = P·LN(m), m the mean of the
+    patch tokens. M2IB's bottleneck replaces a token x_t by zero-mean noise, which moves m by
+    −x_t/T, so to first order e moves by −P·J·x_t/T with J the Jacobian of the pooled LayerNorm at
+    m. Returns P·J·x_t. (A per-token LayerNorm before pooling would make this zero up to noise:
+    a normalised token does not change when it is scaled, so a bottleneck on it sees no signal.)"""
+    ln = visual.trunk.fc_norm
+    if getattr(visual.trunk, "global_pool", None) != "avg" or not isinstance(ln, torch.nn.LayerNorm):
+        raise ValueError("the demo CLIP recipe needs an image tower that averages its patch tokens and normalises "
+                         "the mean (timm global_pool='avg', fc_norm=True), as configs/clip/demo.json's ViT does")
+    x = normed[:, npre:].float()                                              # B × T × C
+    m = x.mean(dim=1, keepdim=True)                                           # B × 1 × C
+    sigma = (m.var(dim=-1, unbiased=False, keepdim=True) + ln.eps).sqrt()     # B × 1 × 1
+    n = (m - m.mean(dim=-1, keepdim=True)) / sigma
+    d = x - x.mean(dim=-1, keepdim=True)
+    d = d - n * (d * n).mean(dim=-1, keepdim=True)
+    jx = d * ln.weight.float() / sigma
+    return visual.head(jx) - visual.head(torch.zeros_like(jx[:, :1]))         # the projection's linear part
+
+
+def token_features(visual, normed: torch.Tensor, npre: int) -> torch.Tensor:
+    """Each patch token on its own in the joint space (B×T×D): normalised and projected as the
+    pooled mean is (the pooled LayerNorm applied to the token)."""
     return visual.head(visual.trunk.fc_norm(normed[:, npre:]))
+
+
+def dense_scores(contrib: torch.Tensor, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    """B×T×P: for each token and prompt, how much the token raises cos(image, prompt) — the
+    derivative of the cosine along the token's contribution (``img`` the unnormalised image
+    embeddings B×D, ``txt`` normalised prompt embeddings P×D). Kept target tokens raise the
+    similarity, the others do not: what M2IB's bottleneck looks for."""
+    norm = img.norm(dim=-1, keepdim=True).clamp(min=1e-6)                     # B × 1
+    unit = img / norm
+    cos = unit @ txt.T                                                        # B × P
+    along_text = contrib @ txt.T                                              # B × T × P
+    along_img = (contrib * unit[:, None, :]).sum(dim=-1, keepdim=True)       # B × T × 1
+    return (along_text - along_img * cos[:, None, :]) / norm[:, None, :]
 
 
 def _tokens_after(visual, pixels: torch.Tensor, layer: int) -> torch.Tensor:
@@ -462,10 +500,10 @@ def _write_card(folder: Path, extra: dict[str, Any]) -> None:
     (folder / "README.txt").write_text(
         f"{MODEL_NAME}: {NOTICE}.\n\n"
         "A small BiomedCLIP-shaped CLIP model (architecture 'demo': ViT 128 px / patch 8 / 4 blocks, average "
-        "pooling + 2-layer BERT) "
+        "pooling then LayerNorm + 2-layer BERT) "
         "trained from scratch by training/clip_demo.py on synthetic phantom slices. It knows only the phantom "
         "world's structures and says nothing about real images.\n\n"
-        f"Load with: load_clip('local-dir:{folder.name}') or --clip local-dir:PATH; M2IB saliency needs "
+        f"Load with: load_clip('local-dir:{folder}') or --clip local-dir:PATH; M2IB saliency needs "
         f"--set m2ib.layer={extra.get('pipeline_overrides', {}).get('m2ib.layer', M2IB_LAYER)} (the model has 4 image "
         "blocks; model_card.json recommends it as a pipeline override).\n"
         f"{CALIBRATION_FILE} holds the presence-gate threshold calibrated on held-out synthetic slices.\n",
@@ -483,8 +521,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
     (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
     calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
-    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``noise_baseline``,
-    ``token_scale``).
+    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_scale``).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
     model stay float32); None: where the CPU has native bfloat16 matrix units.
     Returns the metrics (also stored in the model card).
@@ -503,9 +540,12 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             raise ValueError(f"{len(data)} slices are too few to hold out {n_val} for calibration")
         data, val_data = data[:-n_val], data[-n_val:]
     val_data = list(val_data)
-    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_scale": 0.1,
-         "noise_baseline": 1.0,
+    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0, "token_scale": 0.1,
          **dict(weights or {})}
+    unknown = set(w) - {"contrastive", "presence", "dense", "token_dense", "token_scale"}
+    if unknown:
+        raise ValueError(f"unknown loss weights {sorted(unknown)}; known: contrastive, presence, dense, "
+                         "token_dense, token_scale")
 
     arch = clip_architecture(architecture) if isinstance(architecture, str) else dict(architecture)
     structures = sorted({k for s in data for k in s.masks})
@@ -545,7 +585,6 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                                     lr=lr, betas=(0.9, 0.98), eps=1e-6)
             warmup = max(1, min(50, steps // 10))
             order_rng = np.random.default_rng(seed)
-            noise_gen = torch.Generator().manual_seed(seed + 1)
             prompt_texts = [p.text for p in prompts]
 
             # fixed held-out batch for the contrastive loss before / after training
@@ -588,12 +627,12 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     txt = model.encode_text(tokenizer(uniq + prompt_texts))
                     mid = _tokens_after(visual, pixels, layer)
                     normed = _run_tail(visual, mid, layer)
-                    img = _pooled(visual, normed)
-                    patches = _token_features(visual, normed, npre)
+                    img_raw = _pooled(visual, normed)
                 txt = F.normalize(txt.float(), dim=-1)
                 txt_cap, txt_prompt = txt[: len(uniq)], txt[len(uniq):]
-                img = F.normalize(img.float(), dim=-1)
-                patches = F.normalize(patches.float(), dim=-1)                          # B × T × D
+                img = F.normalize(img_raw.float(), dim=-1)
+                scores = dense_scores(token_contributions(visual, normed, npre), img_raw.float(), txt_prompt)
+                own = F.normalize(token_features(visual, normed, npre).float(), dim=-1) @ txt_prompt.T  # B × T × P
 
                 scale = model.logit_scale.exp().clamp(max=100.0)
                 parts = {"contrastive": contrastive_loss(img, txt_cap, cap_idx, scale),
@@ -603,16 +642,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 # read-out follows the tokens' energy instead of what is kept
                 parts["token_scale"] = (mid.float().pow(2).mean(dim=-1).clamp(min=1e-6).log() ** 2).mean()
                 cov = cover.flatten(2).transpose(1, 2)                                  # B × T × P
-                parts["dense"] = dense_loss(heads.dense(patches @ txt_prompt.T), cov, known, focal=dense_focal)
-                if w["noise_baseline"] > 0:
-                    # M2IB replaces tokens at the bottleneck by N(0, 1) noise and keeps those whose own
-                    # contribution beats the noise's: noise tokens must sit on the dense decision boundary
-                    # (logit 0), between the target's tokens (above) and everything else (below)
-                    eps = torch.randn((max(1, bs // 4),) + tuple(mid.shape[1:]), generator=noise_gen)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                        noise_feat = _token_features(visual, _run_tail(visual, eps, layer), npre)
-                    noise_feat = F.normalize(noise_feat.float(), dim=-1)
-                    parts["noise_baseline"] = heads.dense(noise_feat @ txt_prompt.T).pow(2).mean()
+                parts["dense"] = dense_loss(heads.dense(scores), cov, known, focal=dense_focal)
+                if w["token_dense"] > 0:
+                    parts["token_dense"] = dense_loss(heads.token(own), cov, known, focal=dense_focal)
 
                 loss = sum(w[k] * v for k, v in parts.items())
                 opt.zero_grad(set_to_none=True)

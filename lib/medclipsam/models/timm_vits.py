@@ -15,8 +15,11 @@ from timm.models.vision_transformer import VisionTransformer
 SMALL_VITS: dict[str, dict] = {
     "vit_medclipsam_tiny_patch8_64": dict(img_size=64, patch_size=8, embed_dim=48, depth=4, num_heads=3),
     "vit_medclipsam_small_patch16_224": dict(img_size=224, patch_size=16, embed_dim=192, depth=6, num_heads=3),
+    # average pooling, LayerNorm after the pool: what training/clip_demo.py's localisation loss needs
+    "vit_medclipsam_tinyavg_patch8_64": dict(img_size=64, patch_size=8, embed_dim=48, depth=4, num_heads=3,
+                                             global_pool="avg", fc_norm=True),
     "vit_medclipsam_demo_patch8_128": dict(img_size=128, patch_size=8, embed_dim=128, depth=4, num_heads=4,
-                                           global_pool="avg", fc_norm=False),
+                                           global_pool="avg", fc_norm=True),
 }
 
 
