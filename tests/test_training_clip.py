@@ -139,6 +139,19 @@ def test_dense_scores_are_the_first_order_effect_of_each_token_on_the_similarity
     assert got.abs().max() > 1e-3                                            # not trivially zero
 
 
+def test_focal_presence_loss_weights_the_hard_pairs():
+    logits = torch.tensor([[4.0, -4.0, 0.5], [-0.5, 3.0, -3.0]])
+    labels = torch.tensor([[1, 0, 0], [1, -1, 0]], dtype=torch.int8)
+    plain = clip_demo.presence_loss(logits, labels)
+    assert torch.allclose(clip_demo.presence_loss(logits, labels, focal=0.0), plain)
+    focal = clip_demo.presence_loss(logits, labels, focal=2.0)
+    # easy pairs (logit ±4 on the right side) almost vanish; the hard ones (wrong side) count more
+    easy = clip_demo.presence_loss(torch.tensor([[4.0, -4.0]]), torch.tensor([[1, 0]], dtype=torch.int8), focal=2.0)
+    hard = clip_demo.presence_loss(torch.tensor([[-0.5, 0.5]]), torch.tensor([[1, 0]], dtype=torch.int8), focal=2.0)
+    assert easy < 1e-3 < hard
+    assert focal != plain
+
+
 def test_dense_scores_need_the_demo_pooling(tmp_path):
     from medclipsam.models.clip import write_clip_folder
 

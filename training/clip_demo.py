@@ -249,11 +249,16 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, cap_idx: torch.Tensor
     return 0.5 * (i2t + t2i)
 
 
-def presence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary presence loss over labelled pairs, present and absent pairs weighted equally."""
+def presence_loss(logits: torch.Tensor, labels: torch.Tensor, focal: float = 0.0) -> torch.Tensor:
+    """Binary presence loss over labelled pairs, present and absent pairs weighted equally;
+    ``focal`` > 0 weights each pair by its error (1 − p)^γ / p^γ, so that the few hard pairs (a
+    small tumour in a CT slice) are not drowned by the many easy ones."""
     known = labels >= 0
     y = labels.clamp(min=0).float()
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    if focal > 0:
+        p = torch.sigmoid(logits).detach()
+        bce = bce * torch.where(y > 0, 1.0 - p, p).pow(focal) * 2.0 ** focal
     pos, neg = known & (labels == 1), known & (labels == 0)
     out = logits.new_zeros(())
     if pos.any():
@@ -514,7 +519,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     seed: int = 0, lr: float = 1e-3, log_every: int = 50, val_data: Sequence[Slice] | None = None,
                     val_fraction: float = 0.15, architecture: str | dict[str, Any] = ARCHITECTURE,
                     m2ib_layer: int | None = None, weights: Mapping[str, float] | None = None,
-                    dense_focal: float = 1.0, threads: int | None = 2, bf16: bool | None = None, check_saliency: int = 24, data_note: str = "",
+                    dense_focal: float = 1.0, presence_focal: float = 0.0, threads: int | None = 2,
+                    bf16: bool | None = None, check_saliency: int = 24, data_note: str = "",
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a demo CLIP model on ``data`` and write a complete ``local-dir:`` folder to ``out_dir``.
 
@@ -636,7 +642,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
 
                 scale = model.logit_scale.exp().clamp(max=100.0)
                 parts = {"contrastive": contrastive_loss(img, txt_cap, cap_idx, scale),
-                         "presence": presence_loss(heads.presence(img @ txt_prompt.T), labels)}
+                         "presence": presence_loss(heads.presence(img @ txt_prompt.T), labels,
+                                                   focal=presence_focal)}
                 # keep the bottleneck block's tokens at the scale of M2IB's N(0, 1) noise (mean square 1
                 # per element): else they grow with training, unit noise hides nothing and the capacity
                 # read-out follows the tokens' energy instead of what is kept
@@ -698,6 +705,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     metrics: dict[str, Any] = {
         "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "n_train": len(data), "n_val": len(val_data),
         "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
+        "presence_focal": presence_focal,
         "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
         "retrieval_auc": calib["auc"], "presence_threshold": calib["presence_threshold"],
         "presence_balanced_accuracy": calib["balanced_accuracy"], "per_prompt_auc": calib["per_prompt_auc"],
