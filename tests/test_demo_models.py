@@ -78,12 +78,11 @@ NOT_YET = "issue 4 open, goal not met by the shipped demo CLIP: "
 POINTING_CASES = [
     pytest.param("brain", "brain", "tumor", "mr-brain", id="brain"),
     pytest.param("lungs", "lungs", "spine", "ct-chest", id="lungs"),
-    pytest.param("tumor", "tumor", "brain", "mr-brain", id="brain-tumor",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.86 on 14 slices")),
+    pytest.param("tumor", "tumor", "brain", "mr-brain", id="brain-tumor"),
     pytest.param("tumor", "tumor", "lungs", "ct-chest", id="lung-tumor",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.89 on 9 slices")),
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.89 (8 of 9) on 9 slices")),
     pytest.param("left lung", "left lung", "right lung", "ct-chest", id="left-lung",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.46 on 13 slices: no laterality")),
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_YET + "pointing 0.69 on 13 slices: feet-first phantoms mirror left and right")),
 ]
 
 
@@ -143,12 +142,11 @@ def test_end_to_end_lungs(end_to_end):
     assert end_to_end["lung_dice"] >= 0.75, end_to_end
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.11 on these 2 series")
+@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.47 on these 2 series")
 def test_end_to_end_tumour(end_to_end):
     assert end_to_end["tumor_dice"] >= 0.75, end_to_end
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET + "gate AUC 0.67 on these 2 series")
 def test_end_to_end_presence_gate(end_to_end):
     assert end_to_end["gate_auc"] >= 0.85, end_to_end
 

@@ -744,9 +744,9 @@ def _phantom_data(seed: int, n_train: int, n_val: int):
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=f"Train the demo CLIP model on synthetic phantom slices ({NOTICE}).")
     ap.add_argument("--out", required=True, type=Path, help="model folder to write (load with --clip local-dir:OUT)")
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=2400, help="training slices (phantoms.training_slices)")
+    ap.add_argument("--n-train", type=int, default=4000, help="training slices (phantoms.training_slices)")
     ap.add_argument("--n-val", type=int, default=300, help="held-out slices for calibration")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
