@@ -28,8 +28,11 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
   replaces tokens by zero-mean N(0, 1) noise and keeps those whose removal would lower the
   similarity. Each token's first-order effect on cos(image, prompt) (:func:`dense_scores`) is
   classified against the masks' coverage of the token with a balanced, focal (γ = ``dense_focal``)
-  binary loss: the target's tokens raise the similarity, every other token does not.
-  ``token_scale`` keeps the bottleneck tokens at the scale of M2IB's noise (mean square 1).
+  binary loss: the target's tokens raise the similarity, every other token does not. That alone
+  finds only the edges of a structure whose inside looks like its surroundings (the air inside a
+  lung is the air outside the body), so ``token_dense`` also classifies each token on its own
+  (the pooled LayerNorm and projection applied to the token, :func:`token_features`), which makes
+  the tokens carry what they are part of. ``token_scale`` keeps the bottleneck tokens at the scale of M2IB's noise (mean square 1).
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
 ``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default.
@@ -527,7 +530,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
     (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
     calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
-    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_scale``).
+    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_dense``, ``token_scale``).
+    ``presence_focal``: focal γ of the presence loss (0: plain balanced BCE).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
     model stay float32); None: where the CPU has native bfloat16 matrix units.
     Returns the metrics (also stored in the model card).
