@@ -32,7 +32,8 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
   finds only the edges of a structure whose inside looks like its surroundings (the air inside a
   lung is the air outside the body), so ``token_dense`` also classifies each token on its own
   (the pooled LayerNorm and projection applied to the token, :func:`token_features`), which makes
-  the tokens carry what they are part of. ``token_scale`` keeps the bottleneck tokens at the scale of M2IB's noise (mean square 1).
+  the tokens carry what they are part of. ``token_scale`` keeps the bottleneck tokens at the scale
+  of M2IB's noise (mean square 1).
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
 ``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default.
