@@ -2,7 +2,9 @@
 
 Full-size random-initialised BiomedCLIP (ViT-B/16 + PubMedBERT) and SAM ViT-B (random weights:
 the cost does not depend on weight values; the masks are meaningless). Peak memory per stage is
-the highest process RSS sampled while the stage ran. Last line: ``slice_seconds=<total>``
+the highest process RSS sampled while the stage ran; with ``--device cuda`` also the peak GPU memory
+allocated by torch during the stage, each stage is timed between CUDA synchronisations, and one
+unreported warm-up slice runs first (CUDA context, kernel selection). Last line: ``slice_seconds=<total>``
 (text + saliency + post-processing + SAM, model loading excluded).
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RssSampler, ct_like_slice, machine, rss_mb  # noqa: E402
@@ -23,15 +27,40 @@ from medclipsam.timing import StageClock  # noqa: E402
 
 
 class MemoryClock(StageClock):
-    def __init__(self, sampler: RssSampler) -> None:
+    def __init__(self, sampler: RssSampler, cuda: bool = False) -> None:
         super().__init__()
         self.sampler = sampler
+        self.cuda = cuda
         self.peak_mb: dict[str, float] = {}
+        self.gpu_mb: dict[str, float] = {}
 
     def start(self, name: str) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         self.sampler.reset()
 
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.start(name)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:               # count the stage's queued kernels in its own time
+                import torch
+
+                torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+            self.stop(name)
+
     def stop(self, name: str) -> None:
+        if self.cuda:
+            import torch
+
+            self.gpu_mb[name] = torch.cuda.max_memory_allocated() / 1e6
         self.peak_mb[name] = max(self.sampler.peak, rss_mb())
 
 
@@ -58,15 +87,19 @@ def main() -> None:
     config = PipelineConfig.from_preset("v2", parse_overrides(args.set))
     pipeline = Pipeline(clip, sam, config)
     rgb = ct_like_slice(args.size)
-    clock = MemoryClock(sampler)
+    cuda = args.device.startswith("cuda")
+    if cuda:        # warm-up slice, not reported: CUDA context, kernel selection, allocator
+        pipeline.segment(rgb, "A medical CT scan showing a round tumor in the lung.")
+    clock = MemoryClock(sampler, cuda=cuda)
     result = pipeline.segment(rgb, "A medical CT scan showing a round tumor in the lung.", clock=clock)
     sampler.close()
     print(f"slice {args.size}×{args.size}, preset v2 ({config.saliency} -> {config.postprocess.method} -> "
           f"{config.prompts.kind} -> SAM {sam.architecture}), target found: {result.found}")
-    print(f"{'stage':<14}{'seconds':>10}{'peak RSS MB':>14}")
+    print(f"{'stage':<14}{'seconds':>10}{'peak RSS MB':>14}" + (f"{'peak GPU MB':>14}" if cuda else ""))
     stages = [s for s in ("text", "saliency", "postprocess", "sam_encoder", "sam_decoder") if s in clock.seconds]
     for s in stages:
-        print(f"{s:<14}{clock.seconds[s]:>10.2f}{clock.peak_mb[s]:>14.0f}")
+        print(f"{s:<14}{clock.seconds[s]:>10.3f}{clock.peak_mb[s]:>14.0f}" +
+              (f"{clock.gpu_mb[s]:>14.0f}" if cuda else ""))
     total = sum(clock.seconds[s] for s in stages)
     print(f"slice_seconds={total:.2f}")
 

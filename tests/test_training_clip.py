@@ -249,3 +249,20 @@ def test_cli_without_phantoms_says_so(tmp_path, monkeypatch, capsys):
     assert clip_demo.main(["--out", str(tmp_path / "m"), "--steps", "1"]) == 2
     assert "phantom module" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error is for machines without it")
+    data = toy_slices(0, 8, size=64)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        clip_demo.train_demo_clip(data, tmp_path / "m", steps=1, batch_size=4, device="cuda",
+                                  architecture=tiny_avg_architecture(), check_saliency=0)
+    assert not (tmp_path / "m").exists()
+
+
+def test_card_records_the_training_device(trained):
+    _out, metrics = trained
+    assert metrics["device"] == "cpu"

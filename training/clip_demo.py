@@ -378,8 +378,12 @@ def _tokens_after(visual, pixels: torch.Tensor, layer: int) -> torch.Tensor:
     return x
 
 
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def _encode_texts(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
-    return F.normalize(model.encode_text(tokenizer(list(texts))), dim=-1)
+    return F.normalize(model.encode_text(tokenizer(list(texts)).to(_device_of(model))), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,8 +412,10 @@ def similarities(model, tokenizer, pixels: torch.Tensor, texts: Sequence[str], b
     """cos(image, text) for every image × text (N × P)."""
     model.eval()
     txt = _encode_texts(model, tokenizer, texts)
-    out = [F.normalize(model.encode_image(pixels[i:i + batch]), dim=-1) @ txt.T for i in range(0, len(pixels), batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(texts)), np.float32)
+    dev = _device_of(model)
+    out = [F.normalize(model.encode_image(pixels[i:i + batch].to(dev)), dim=-1) @ txt.T
+           for i in range(0, len(pixels), batch)]
+    return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, len(texts)), np.float32)
 
 
 def calibrate_presence(sims: np.ndarray, labels: np.ndarray, prompts: Sequence[StructurePrompt]) -> dict[str, Any]:
@@ -525,7 +531,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     m2ib_layer: int | None = None, weights: Mapping[str, float] | None = None,
                     dense_focal: float = 1.0, presence_focal: float = 0.0, threads: int | None = 2,
                     bf16: bool | None = None, check_saliency: int = 24, data_note: str = "",
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    device: str = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a demo CLIP model on ``data`` and write a complete ``local-dir:`` folder to ``out_dir``.
 
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
@@ -534,7 +540,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_dense``, ``token_scale``).
     ``presence_focal``: focal γ of the presence loss (0: plain balanced BCE).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
-    model stay float32); None: where the CPU has native bfloat16 matrix units.
+    model stay float32); None: where the CPU has native bfloat16 matrix units (always on CUDA).
+    ``device``: where to train (``cpu`` or ``cuda``); the recipe is deterministic on a given device,
+    but a CUDA run does not reproduce a CPU run bit for bit. The committed demo model is a CPU run.
     Returns the metrics (also stored in the model card).
     """
     from medclipsam.models.clip import clip_architecture, write_clip_folder
@@ -563,8 +571,13 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     prompts = prompts_for(structures)
     vocab = vocabulary_words([s.caption for s in data] + [s.caption for s in val_data], prompts)
 
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda was asked for but CUDA is not available here; use device='cpu'")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")      # deterministic cuBLAS
     if bf16 is None:
-        bf16 = _cpu_has_bf16()
+        bf16 = dev.type == "cuda" or _cpu_has_bf16()
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     if threads:
@@ -574,6 +587,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="medclipsam-demo-clip-") as tmp:
             staged = write_clip_folder(Path(tmp) / "model", arch, None, vocab_words=vocab)
             model, tokenizer = _build_model(staged, seed)
+            model.to(dev)
             visual = model.visual
             vt_layers = len(visual.trunk.blocks)
             layer = (vt_layers - 1 if m2ib_layer is None else m2ib_layer) % vt_layers
@@ -588,7 +602,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 f"{len(prompts)} prompts, {len(set(train.captions))} distinct captions, vocabulary {len(vocab)} words "
                 f"({time.perf_counter() - t0:.1f} s)")
 
-            heads = Heads()
+            heads = Heads().to(dev)
             decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
             no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
             opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
@@ -606,8 +620,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 with torch.no_grad():
                     caps = [val.captions[i] for i in eval_idx]
                     uniq = list(dict.fromkeys(caps))
-                    idx = torch.tensor([uniq.index(c) for c in caps])
-                    img = F.normalize(model.encode_image(val.pixels[eval_idx]), dim=-1)
+                    idx = torch.tensor([uniq.index(c) for c in caps], device=dev)
+                    img = F.normalize(model.encode_image(val.pixels[eval_idx].to(dev)), dim=-1)
                     txt = _encode_texts(model, tokenizer, uniq)
                     scale = model.logit_scale.exp().clamp(max=100.0)
                     return float(contrastive_loss(img, txt, idx, scale))
@@ -629,13 +643,13 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, steps, lr, warmup)
 
-                pixels, cover, labels = train.pixels[ids], train.cover[ids], train.labels[ids]
-                known = train.known[ids]
+                pixels, cover = train.pixels[ids].to(dev), train.cover[ids].to(dev)
+                labels, known = train.labels[ids].to(dev), train.known[ids].to(dev)
                 caps = [train.captions[i] for i in idx]
                 uniq = list(dict.fromkeys(caps))
-                cap_idx = torch.tensor([uniq.index(c) for c in caps])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    txt = model.encode_text(tokenizer(uniq + prompt_texts))
+                cap_idx = torch.tensor([uniq.index(c) for c in caps], device=dev)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    txt = model.encode_text(tokenizer(uniq + prompt_texts).to(dev))
                     mid = _tokens_after(visual, pixels, layer)
                     normed = _run_tail(visual, mid, layer)
                     img_raw = _pooled(visual, normed)
@@ -690,7 +704,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             cap_sims = similarities(model, tokenizer, val.pixels, uniq_val)
             truth = np.array([uniq_val.index(c) for c in val.captions])
             caption_top1 = float((cap_sims.argmax(axis=1) == truth).mean())
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     finally:
         torch.use_deterministic_algorithms(old_det)
         torch.set_num_threads(old_threads)
@@ -708,7 +722,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
          "balanced_accuracy": calib["balanced_accuracy"], "calibrated_on": calibrated_on,
          "per_prompt_auc": calib["per_prompt_auc"]}, indent=2), encoding="utf-8")
     metrics: dict[str, Any] = {
-        "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "n_train": len(data), "n_val": len(val_data),
+        "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "device": dev.type,
+        "n_train": len(data), "n_val": len(val_data),
         "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
         "presence_focal": presence_focal,
         "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
@@ -757,6 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu (the committed demo model) or cuda")
     ap.add_argument("--check-saliency", type=int, default=24, metavar="N",
                     help="M2IB check on up to N held-out slices per prompt after training (0: skip)")
     args = ap.parse_args(argv)
@@ -772,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"generated {len(train)} + {len(val)} phantom slices in {time.perf_counter() - t0:.1f} s", flush=True)
     metrics = train_demo_clip(train, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                               lr=args.lr, log_every=args.log_every, val_data=val, threads=args.threads,
-                              check_saliency=args.check_saliency,
+                              check_saliency=args.check_saliency, device=args.device,
                               data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}), "
                                         f"held out: seed {args.seed + 100_003}",
                               progress=lambda s: print(s, flush=True))
