@@ -366,3 +366,51 @@ def test_training_slices_are_a_balanced_deterministic_mix():
     assert all(np.array_equal(a.rgb, b.rgb) and a.caption == b.caption for a, b in zip(ex, again))
     other = training_slices(1, 8, size=96)
     assert any(not np.array_equal(a.rgb, b.rgb) for a, b in zip(ex[:8], other))
+
+
+def _liver_tumour_series() -> PhantomSeries:
+    for seed in range(40):
+        s = ct(seed)
+        if s.hosts.get("tumor") == "liver":
+            return s
+    raise AssertionError("no hepatic tumour among the first 40 CT seeds")
+
+
+def test_a_hepatic_tumour_is_hidden_in_the_lung_and_bone_windows_and_shown_in_soft_tissue():
+    s = _liver_tumour_series()
+    k = int(np.flatnonzero(per_slice(s.labels["tumor"]))[len(s.present_slices("tumor")) // 2])
+    soft, lung, bone = s.slice(k, "tumor"), s.slice(k, "lungs"), s.slice(k, "spine")
+    assert (soft.window, lung.window, bone.window) == ("ct-soft-tissue", "ct-lung", "ct-bone")
+    assert soft.hidden == () and soft.caption == s.captions[k] and mentions_tumour(soft.caption)
+    for sl in (lung, bone):
+        assert sl.hidden == ("liver", "tumor"), (sl.window, sl.hidden)
+        # the truth masks stay (SAM and the evaluation need them); the caption names only what shows
+        assert sl.masks["tumor"].any() and not mentions_tumour(sl.caption), sl.caption
+        assert "the liver" not in sl.caption.replace("the liver region", ""), sl.caption
+    # what the rule measures is what the image shows: grey levels inside vs around the tumour
+    m = soft.masks["tumor"]
+    ring = ndimage.binary_dilation(m, iterations=3) & ~m & soft.masks["liver"]
+    for sl, visible in ((soft, True), (lung, False), (bone, False)):
+        g = sl.rgb[..., 0].astype(float)
+        assert (abs(g[m].mean() - g[ring].mean()) >= 6.0) == visible, sl.window
+
+
+def test_a_lung_tumour_is_never_hidden():
+    for seed in range(40):
+        s = ct(seed)
+        if s.hosts.get("tumor") in ("left lung", "right lung"):
+            k = int(s.present_slices("tumor")[0])
+            for target in ("tumor", "lungs", "spine", "liver"):
+                assert "tumor" not in s.slice(k, target).hidden
+            return
+    raise AssertionError("no lung tumour among the first 40 CT seeds")
+
+
+def test_rendered_contrast():
+    from medclipsam.phantoms.base import rendered_contrast
+    from medclipsam.volume.render import Window
+
+    w = Window("x", -160.0, 240.0, False, "")
+    assert rendered_contrast(30.0, 60.0, w) == pytest.approx(30 * 255 / 400)
+    assert rendered_contrast(-900.0, -1000.0, w) == 0.0                      # both below the window
+    assert rendered_contrast(10.0, 20.0, Window("as-stored", None, None, False, "")) == pytest.approx(10.0)

@@ -266,3 +266,23 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
 def test_card_records_the_training_device(trained):
     _out, metrics = trained
     assert metrics["device"] == "cpu"
+
+
+def test_a_target_hidden_by_the_window_is_neither_present_nor_absent():
+    size, grid = 64, 8
+    masks = {"tumor": np.zeros((size, size), bool), "liver": np.zeros((size, size), bool),
+             "body": np.ones((size, size), bool)}
+    masks["liver"][8:40, 8:40] = True
+    masks["tumor"][16:32, 16:32] = True
+    rgb = np.zeros((size, size, 3), np.uint8)
+    shown = ToySlice(rgb, "a liver tumour", masks)
+    hidden = ToySlice(rgb, "the abdomen", masks)
+    hidden.hidden = ("liver", "tumor")
+    prompts = clip_demo.prompts_for(masks)
+    prep = clip_demo.prepare([shown, hidden], prompts, size, grid, (0.5,) * 3, (0.5,) * 3)
+    j = {p.text: i for i, p in enumerate(prompts)}
+    for text in ("tumor", "liver tumor", "liver"):
+        assert prep.labels[0, j[text]] == 1 and prep.known[0, j[text]], text
+        assert prep.labels[1, j[text]] == -1 and not prep.known[1, j[text]], text
+    # the body is not hidden: labelled and known on both
+    assert prep.labels[1, j["body"]] == 1 and prep.known[1, j["body"]]

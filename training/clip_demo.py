@@ -168,6 +168,12 @@ def presence_label(cover_sums: Mapping[str, float], prompt: StructurePrompt, kin
 # data preparation
 
 
+def _all_hidden(cover_sums: Mapping[str, float], prompt: StructurePrompt, hidden: set[str]) -> bool:
+    """The prompt's targets present on the slice are all hidden by its rendering (and there is one)."""
+    shown = [t for t in prompt.targets if cover_sums.get(t, 0.0) > 0.0]
+    return bool(shown) and all(t in hidden for t in shown)
+
+
 @dataclass
 class Prepared:
     pixels: torch.Tensor        # N×3×S×S, normalised CLIP input
@@ -214,10 +220,15 @@ def prepare(data: Sequence[Slice], prompts: Sequence[StructurePrompt], image_siz
             sums[name] = float(grids[col[name]].sum()) if name in col else float(np.count_nonzero(m))
         kind = getattr(s, "kind", None)
         lab = torch.tensor([presence_label(sums, p, kind) for p in prompts], dtype=torch.int8)
+        # a target the rendering's window hides (a hepatic tumour in the lung window) is neither
+        # present nor absent there: no presence label, no token targets
+        hidden = set(getattr(s, "hidden", ()) or ())
+        unseen = torch.tensor([bool(hidden) and _all_hidden(sums, p, hidden) for p in prompts])
+        lab[unseen] = -1
         union = torch.einsum("pk,khw->phw", member, grids).clamp(max=1.0)
         union[lab == 0] = 0.0                          # absent here (wrong kind or missing context)
         labels[i], cover[i] = lab, union
-        known[i] = ~((lab == -1) & (union.flatten(1).sum(dim=1) == 0))
+        known[i] = ~((lab == -1) & (union.flatten(1).sum(dim=1) == 0)) & ~unseen
         captions.append(str(s.caption).strip())
     return Prepared(pixels, cover, known, labels, captions)
 

@@ -71,10 +71,18 @@ _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as the pipeline's defaul
 
 
 class Slice(Protocol):
-    """What the recipe needs of a training example."""
+    """What the recipe needs of a training example (an optional ``hidden``: structures the
+    rendering does not show, e.g. a hepatic tumour in the lung window; they are not prompted)."""
 
     rgb: np.ndarray                   # uint8 H×W×3
     masks: Mapping[str, np.ndarray]   # structure name -> bool H×W
+
+
+def visible_masks(item: Slice) -> dict[str, np.ndarray]:
+    """The masks of the structures the image shows (``item.hidden`` left out): a box around an
+    invisible structure would teach SAM to draw a shape where the image has none."""
+    hidden = set(getattr(item, "hidden", ()) or ())
+    return {k: v for k, v in item.masks.items() if k not in hidden}
 
 
 @dataclass
@@ -350,7 +358,7 @@ def evaluate_sam(sam, data: Sequence[Slice], *, seed: int = 0, sampling: PromptS
     per_structure: dict[str, dict[str, list[float]]] = {}
     for item in data:
         seg.set_image(np.ascontiguousarray(item.rgb))
-        masks = with_unions(item.masks, unions)
+        masks = with_unions(visible_masks(item), unions)
         for name in sorted(masks):
             m = masks[name]
             if int(m.sum()) < cfg.min_pixels:
@@ -475,7 +483,7 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
         images, sizes, batch_prompts = [], [], []
         while len(images) < batch_size:
             item = train[int(rng.integers(len(train)))]
-            rgb, masks = augment(np.asarray(item.rgb), with_unions(item.masks, unions), rng)
+            rgb, masks = augment(np.asarray(item.rgb), with_unions(visible_masks(item), unions), rng)
             prompts = sample_image_prompts(masks, rng, cfg)
             if prompts is None:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,6 +46,24 @@ def resolve(name: str, available: Sequence[str]) -> tuple[str, ...]:
     return tuple(p for p in parts if p in available)
 
 
+# Grey levels (of 255) between a structure and its surroundings below which a rendering hides it: a
+# hepatic tumour (25–40 HU against the liver) shows 9–18 levels in the soft-tissue window, 2–5 in the
+# lung and bone windows, where nobody could point at it; its label there would teach a model to
+# guess it from context.
+VISIBLE_LEVELS = 6.0
+
+
+def rendered_contrast(value: float, surround: float, window) -> float:
+    """|rendered(value) − rendered(surround)| in grey levels (0–255) under ``window``; a window
+    without bounds (values shown as stored) scales 0–255 values as they are."""
+    if window.low is None or window.high is None:
+        lo, hi = 0.0, 255.0
+    else:
+        lo, hi = float(window.low), float(window.high)
+    r = lambda v: min(max((float(v) - lo) / max(hi - lo, 1e-6), 0.0), 1.0) * 255.0  # noqa: E731
+    return abs(r(value) - r(surround))
+
+
 @dataclass(eq=False)
 class PhantomSlice:
     """One 2D training/evaluation example with its truth."""
@@ -57,6 +75,7 @@ class PhantomSlice:
     kind: str                          # "ct-chest", "mr-brain", "us-breast", "xray-chest"
     target: str | None = None          # the target the rendering window was chosen for (CT/MR), if any
     window: str = "as-stored"          # the window preset used for rgb
+    hidden: tuple[str, ...] = ()       # structures present in ``masks`` but not visible in this window
 
     def mask(self, name: str) -> np.ndarray:
         """The mask of a structure or alias (``"lungs"`` = left ∪ right); all-False when absent."""
@@ -84,6 +103,11 @@ class PhantomSeries:
     patient_position: str = "HFS"
     design: dict[str, float] = field(default_factory=dict)   # design value per tissue (CT: HU)
     description: str = ""              # e.g. "T2-weighted", tumour host
+    # structure → the tissue around it (keys of ``design``): a structure whose design value differs
+    # from its surroundings' by less than VISIBLE_LEVELS grey levels in a rendering is hidden there
+    hosts: dict[str, str] = field(default_factory=dict)
+    # (slice index, hidden structures) → the caption of that slice naming only what is visible
+    captioner: Callable[[int, tuple[str, ...]], str] | None = None
     _windows: dict = field(default_factory=dict, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -136,8 +160,11 @@ class PhantomSeries:
         window = self.window(target)
         rgb = render_slice(self.values[k], window)
         masks = {name: np.ascontiguousarray(vol[k]) for name, vol in self.labels.items()}
-        return PhantomSlice(rgb=rgb, masks=masks, caption=self.captions[k], modality=self.modality, kind=self.kind,
-                            target=target, window=window.preset)
+        hidden = tuple(name for name in sorted(self.hosts) if masks.get(name) is not None and masks[name].any()
+                       and rendered_contrast(self.design[name], self.design[self.hosts[name]], window) < VISIBLE_LEVELS)
+        caption = self.captioner(k, hidden) if hidden and self.captioner is not None else self.captions[k]
+        return PhantomSlice(rgb=rgb, masks=masks, caption=caption, modality=self.modality, kind=self.kind,
+                            target=target, window=window.preset, hidden=hidden)
 
     def write_dicom(self, folder: str | Path) -> list[Path]:
         """Write a classic single-frame series (one file per slice, in array order); see :mod:`.dicom_io`."""
@@ -146,4 +173,4 @@ class PhantomSeries:
         return write_series(self, folder)
 
 
-__all__ = ["STRUCTURES", "ALIASES", "resolve", "PhantomSlice", "PhantomSeries"]
+__all__ = ["STRUCTURES", "ALIASES", "resolve", "PhantomSlice", "PhantomSeries", "VISIBLE_LEVELS", "rendered_contrast"]

@@ -38,8 +38,9 @@ def article(word: str) -> str:
 
 
 def ct_caption(rng: np.random.Generator, plane: str, *, left_lung: bool, right_lung: bool, liver: bool,
-               tumour: bool, tumour_host: str) -> str:
-    """An axial CT caption naming the lungs, liver, spine and tumour that are visible."""
+               tumour: bool, tumour_host: str, hidden: tuple[str, ...] = ()) -> str:
+    """An axial CT caption naming the lungs, liver, spine and tumour that are visible. ``hidden``:
+    structures present but not visible in the rendering (the region named still follows anatomy)."""
     lungs = left_lung or right_lung
     if lungs and liver:
         region = pick(rng, ["lower chest", "lower chest and upper abdomen", "thoracoabdominal junction"])
@@ -56,9 +57,10 @@ def ct_caption(rng: np.random.Generator, plane: str, *, left_lung: bool, right_l
         items.append("the left lung")
     elif right_lung:
         items.append("the right lung")
-    if liver:
+    if liver and "liver" not in hidden:
         items.append("the liver")
-    if tumour:
+    shown_tumour = tumour and "tumor" not in hidden
+    if shown_tumour:
         word = pick(rng, TUMOUR_WORDS)
         if tumour_host == "liver":
             where = pick(rng, [f"{article(word)} {word} in the liver", f"{article(word)} liver {word}",
@@ -69,7 +71,7 @@ def ct_caption(rng: np.random.Generator, plane: str, *, left_lung: bool, right_l
                                f"{article(word)} pulmonary {word} in the {side} lung"])
         items.append(where)
     if not items or rng.random() < 0.4:
-        items.insert(len(items) - int(tumour), pick(rng, ["the spine", "a vertebral body", "the vertebral column"]))
+        items.insert(len(items) - int(shown_tumour), pick(rng, ["the spine", "a vertebral body", "the vertebral column"]))
     what = join(items)
     templates = [
         f"{plane} CT slice of the {region} showing {what}",

@@ -185,16 +185,20 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
     labels = {"body": body, "left lung": lungs["left lung"], "right lung": lungs["right lung"], "liver": liver,
               "spine": spine, "tumor": tumour}
     present = {name: m.reshape(slices, -1).any(axis=1) for name, m in labels.items()}
-    captions = [ct_caption(np.random.default_rng([int(seed), KIND_CODE, k]), orient.plane,
-                           left_lung=bool(present["left lung"][k]), right_lung=bool(present["right lung"][k]),
-                           liver=bool(present["liver"][k]), tumour=bool(present["tumor"][k]), tumour_host=host)
-                for k in range(slices)]
+    def captioner(k: int, hidden: tuple[str, ...] = ()) -> str:
+        return ct_caption(np.random.default_rng([int(seed), KIND_CODE, k]), orient.plane,
+                          left_lung=bool(present["left lung"][k]), right_lung=bool(present["right lung"][k]),
+                          liver=bool(present["liver"][k]), tumour=bool(present["tumor"][k]), tumour_host=host,
+                          hidden=hidden)
+
+    captions = [captioner(k) for k in range(slices)]
     design = dict(CT_HU)
     design.update({"left lung": CT_HU["lung"], "right lung": CT_HU["lung"], "spine": float(spine_hu),
                    "tumor": float(tumour_hu), "noise": float(noise_hu)})
     return PhantomSeries(values=v, labels=labels, geometry=geometry, modality="CT", kind=KIND, captions=captions,
                          seed=int(seed), plane=orient.plane, patient_position=orient.patient_position,
-                         design=design, description=f"tumour in the {host}")
+                         design=design, description=f"tumour in the {host}",
+                         hosts={"tumor": host, "liver": "soft tissue"}, captioner=captioner)
 
 
 __all__ = ["ct_chest_series", "CT_HU", "KIND"]
