@@ -356,7 +356,7 @@ def test_training_slices_are_a_balanced_deterministic_mix():
         assert all(m.shape == e.rgb.shape[:2] and m.dtype == bool for m in e.masks.values())
         assert isinstance(e.caption, str) and e.caption
         tumour = e.mask("tumor") | e.mask("lesion")
-        assert mentions_tumour(e.caption) == bool(tumour.any()), e.caption
+        assert mentions_tumour(e.caption) == bool(tumour.any() and "tumor" not in e.hidden), e.caption
     ct_slices = [e for e in ex if e.kind == "ct-chest"]
     assert any(e.present("tumor") for e in ct_slices) and any(not e.present("tumor") for e in ct_slices)
     assert any(not e.present("lungs") for e in ct_slices)                     # above/below the lungs
@@ -414,3 +414,16 @@ def test_rendered_contrast():
     assert rendered_contrast(30.0, 60.0, w) == pytest.approx(30 * 255 / 400)
     assert rendered_contrast(-900.0, -1000.0, w) == 0.0                      # both below the window
     assert rendered_contrast(10.0, 20.0, Window("as-stored", None, None, False, "")) == pytest.approx(10.0)
+
+
+def test_training_slices_can_favour_ct_and_tumour_slices():
+    ex = training_slices(0, 40, size=64, shares=(2, 1, 1, 1), tumour_slices=5)
+    assert Counter(e.kind for e in ex) == {"ct-chest": 16, "mr-brain": 8, "us-breast": 8, "xray-chest": 8}
+    assert [e.kind for e in ex[:5]] == ["ct-chest", "mr-brain", "us-breast", "xray-chest", "ct-chest"]
+    ct_tumour = sum(e.present("tumor") for e in ex if e.kind == "ct-chest")
+    base = training_slices(0, 40, size=64)
+    assert ct_tumour > sum(e.present("tumor") for e in base if e.kind == "ct-chest")
+    with pytest.raises(ValueError, match="shares"):
+        training_slices(0, 4, shares=(0, 0, 0, 0))
+    with pytest.raises(ValueError, match="tumour_slices"):
+        training_slices(0, 4, tumour_slices=9)

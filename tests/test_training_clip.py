@@ -286,3 +286,22 @@ def test_a_target_hidden_by_the_window_is_neither_present_nor_absent():
         assert prep.labels[1, j[text]] == -1 and not prep.known[1, j[text]], text
     # the body is not hidden: labelled and known on both
     assert prep.labels[1, j["body"]] == 1 and prep.known[1, j["body"]]
+
+
+def test_tune_beta_scores_each_candidate_and_picks_the_best(trained):
+    out, _metrics = trained
+    data = toy_slices(7, 12, size=64)
+    r = clip_demo.tune_beta(out, data, {"tumor": "tumor"}, limit=3, layer=3,
+                            settings={"postprocess.method": "otsu"}, betas=(1.0, 2.0))
+    assert set(r["dice"]) == {"1", "2"} and r["slices"] == {"tumor": 3}
+    for row in r["dice"].values():
+        assert 0.0 <= row["tumor"] <= 1.0
+    best = max(r["mean_dice"].values())
+    assert r["mean_dice"][f"{r['beta']:g}"] == best
+    # nothing to tune on: the default β stays
+    assert clip_demo.tune_beta(out, data, {"spine": "spine"}, 3, 3, {})["beta"] is None
+
+
+def test_card_recommends_the_tuned_beta():
+    assert clip_demo.pipeline_recommendations(3, 2.0)["m2ib.beta"] == "2"
+    assert "m2ib.beta" not in clip_demo.pipeline_recommendations(3)

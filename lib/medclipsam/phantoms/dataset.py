@@ -51,11 +51,11 @@ def _pick(rng: np.random.Generator, pool: list[int], k: int, taken: set[int]) ->
     return [free[int(i)] for i in chosen]
 
 
-def _stratified(rng: np.random.Generator, series, count: int, with_lungs: bool) -> list[int]:
+def _stratified(rng: np.random.Generator, series, count: int, with_lungs: bool, tumour_slices: int = 3) -> list[int]:
     n = len(series)
     tumour = set(series.present_slices("tumor").tolist())
     taken: set[int] = set()
-    picked = _pick(rng, sorted(tumour), min(3, count), taken)
+    picked = _pick(rng, sorted(tumour), min(tumour_slices, count), taken)
     taken.update(picked)
     if with_lungs:
         lungs = set(series.present_slices("lungs").tolist())
@@ -68,7 +68,7 @@ def _stratified(rng: np.random.Generator, series, count: int, with_lungs: bool) 
     return sorted(taken)
 
 
-def _series_examples(seed: int, kind: str, count: int, size: int) -> list[PhantomSlice]:
+def _series_examples(seed: int, kind: str, count: int, size: int, tumour_slices: int = 3) -> list[PhantomSlice]:
     out: list[PhantomSlice] = []
     j = 0
     while len(out) < count:
@@ -78,21 +78,35 @@ def _series_examples(seed: int, kind: str, count: int, size: int) -> list[Phanto
         else:
             series, targets = mr_brain_series(s, MR_SLICES, size), MR_TARGETS
         rng = np.random.default_rng([s, 0x5E1EC7])
-        for k in _stratified(rng, series, min(SLICES_PER_SERIES, count - len(out)), kind == "ct-chest"):
+        for k in _stratified(rng, series, min(SLICES_PER_SERIES, count - len(out)), kind == "ct-chest",
+                             tumour_slices):
             out.append(series.slice(k, targets[int(rng.integers(len(targets)))]))
         j += 1
     return out
 
 
-def training_slices(seed: int, n: int, size: int = 128) -> list[PhantomSlice]:
-    """``n`` examples, CT/MR/US/X-ray in turn, each at most size×size; deterministic in ``seed``."""
+def training_slices(seed: int, n: int, size: int = 128, *, shares: tuple[int, int, int, int] = (1, 1, 1, 1),
+                    tumour_slices: int = 3) -> list[PhantomSlice]:
+    """``n`` examples, CT/MR/US/X-ray in turn, each at most size×size; deterministic in ``seed``.
+
+    ``shares``: how many of each kind (CT, MR, US, X-ray) in every run of ``sum(shares)`` examples
+    (default one each); ``tumour_slices``: at most this many of the 8 slices taken from each CT or
+    MR series show its tumour (default 3). The defaults give the balanced mix the tests and the SAM
+    recipe use; the CLIP recipe asks for more CT and more tumour slices (the hardest targets).
+    """
     if n < 0:
         raise ValueError(f"n must be ≥ 0, got {n}")
     if size < 32:
         raise ValueError(f"size must be at least 32 pixels, got {size}")
-    counts = [n // 4 + (1 if i < n % 4 else 0) for i in range(4)]
-    ct = _series_examples(seed, "ct-chest", counts[0], size)
-    mr = _series_examples(seed, "mr-brain", counts[1], size)
+    if len(shares) != 4 or any(int(w) < 0 for w in shares) or sum(shares) < 1:
+        raise ValueError(f"shares must be 4 non-negative counts (CT, MR, US, X-ray), not all 0; got {shares}")
+    if not 0 <= tumour_slices <= SLICES_PER_SERIES:
+        raise ValueError(f"tumour_slices must be 0..{SLICES_PER_SERIES}, got {tumour_slices}")
+    pattern = [i for r in range(max(shares)) for i in range(4) if shares[i] > r]
+    order = [pattern[j % len(pattern)] for j in range(n)]
+    counts = [order.count(i) for i in range(4)]
+    ct = _series_examples(seed, "ct-chest", counts[0], size, tumour_slices)
+    mr = _series_examples(seed, "mr-brain", counts[1], size, tumour_slices)
     us = [us_breast_image(sub_seed(seed, "us-breast", j), fit(US_SIZE, size)) for j in range(counts[2])]
     xr = []
     for j in range(counts[3]):
@@ -100,8 +114,8 @@ def training_slices(seed: int, n: int, size: int = 128) -> list[PhantomSlice]:
         ex = xray_chest_image(s, fit(XRAY_SIZE, size))
         ex.target = XRAY_TARGETS[s % len(XRAY_TARGETS)]
         xr.append(ex)
-    groups = [ct, mr, us, xr]
-    return [groups[i % 4][i // 4] for i in range(n)]
+    groups = [iter(ct), iter(mr), iter(us), iter(xr)]
+    return [next(groups[i]) for i in order]
 
 
 __all__ = ["training_slices", "KINDS", "sub_seed", "fit"]
