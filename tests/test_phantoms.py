@@ -356,7 +356,9 @@ def test_training_slices_are_a_balanced_deterministic_mix():
         assert all(m.shape == e.rgb.shape[:2] and m.dtype == bool for m in e.masks.values())
         assert isinstance(e.caption, str) and e.caption
         tumour = e.mask("tumor") | e.mask("lesion")
-        assert mentions_tumour(e.caption) == bool(tumour.any() and "tumor" not in e.hidden), e.caption
+        assert mentions_tumour(e.caption) == bool(tumour.any()), e.caption
+        if e.visible_caption:
+            assert mentions_tumour(e.visible_caption) == bool(tumour.any() and "tumor" not in e.hidden)
     ct_slices = [e for e in ex if e.kind == "ct-chest"]
     assert any(e.present("tumor") for e in ct_slices) and any(not e.present("tumor") for e in ct_slices)
     assert any(not e.present("lungs") for e in ct_slices)                     # above/below the lungs
@@ -381,12 +383,13 @@ def test_a_hepatic_tumour_is_hidden_in_the_lung_and_bone_windows_and_shown_in_so
     k = int(np.flatnonzero(per_slice(s.labels["tumor"]))[len(s.present_slices("tumor")) // 2])
     soft, lung, bone = s.slice(k, "tumor"), s.slice(k, "lungs"), s.slice(k, "spine")
     assert (soft.window, lung.window, bone.window) == ("ct-soft-tissue", "ct-lung", "ct-bone")
-    assert soft.hidden == () and soft.caption == s.captions[k] and mentions_tumour(soft.caption)
+    assert soft.hidden == () and soft.visible_caption == "" and mentions_tumour(soft.caption)
     for sl in (lung, bone):
         assert sl.hidden == ("liver", "tumor"), (sl.window, sl.hidden)
-        # the truth masks stay (SAM and the evaluation need them); the caption names only what shows
-        assert sl.masks["tumor"].any() and not mentions_tumour(sl.caption), sl.caption
-        assert "the liver" not in sl.caption.replace("the liver region", ""), sl.caption
+        # the truth masks and the series' caption stay; the visible caption names only what shows
+        assert sl.masks["tumor"].any() and sl.caption == s.captions[k] and mentions_tumour(sl.caption)
+        assert not mentions_tumour(sl.visible_caption), sl.visible_caption
+        assert "the liver" not in sl.visible_caption.replace("the liver region", ""), sl.visible_caption
     # what the rule measures is what the image shows: grey levels inside vs around the tumour
     m = soft.masks["tumor"]
     ring = ndimage.binary_dilation(m, iterations=3) & ~m & soft.masks["liver"]

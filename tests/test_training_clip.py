@@ -279,13 +279,21 @@ def test_a_target_hidden_by_the_window_is_neither_present_nor_absent():
     hidden = ToySlice(rgb, "the abdomen", masks)
     hidden.hidden = ("liver", "tumor")
     prompts = clip_demo.prompts_for(masks)
-    prep = clip_demo.prepare([shown, hidden], prompts, size, grid, (0.5,) * 3, (0.5,) * 3)
+    hidden.visible_caption = "the abdomen, nothing else visible"
+    prep = clip_demo.prepare([shown, hidden], prompts, size, grid, (0.5,) * 3, (0.5,) * 3, "unknown")
     j = {p.text: i for i, p in enumerate(prompts)}
     for text in ("tumor", "liver tumor", "liver"):
         assert prep.labels[0, j[text]] == 1 and prep.known[0, j[text]], text
         assert prep.labels[1, j[text]] == -1 and not prep.known[1, j[text]], text
     # the body is not hidden: labelled and known on both
     assert prep.labels[1, j["body"]] == 1 and prep.known[1, j["body"]]
+    assert prep.captions[1] == "the abdomen, nothing else visible"
+    # the default (the shipped model's recipe) labels what the masks say
+    default = clip_demo.prepare([shown, hidden], prompts, size, grid, (0.5,) * 3, (0.5,) * 3)
+    assert default.labels[1, j["tumor"]] == 1 and default.known[1, j["tumor"]]
+    assert default.captions[1] == "the abdomen"
+    with pytest.raises(ValueError, match="hidden_targets"):
+        clip_demo.prepare([shown], prompts, size, grid, (0.5,) * 3, (0.5,) * 3, "maybe")
 
 
 def test_tune_beta_scores_each_candidate_and_picks_the_best(trained):

@@ -302,18 +302,3 @@ def test_cli_says_when_phantoms_are_missing(tmp_path, monkeypatch, capsys):
     assert "medclipsam.phantoms is missing" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
 
-
-def test_hidden_structures_are_not_prompted():
-    @dataclass
-    class Item:
-        rgb: np.ndarray
-        masks: dict
-        hidden: tuple = ()
-
-    m = np.zeros((32, 32), bool)
-    m[4:12, 4:12] = True
-    item = Item(np.zeros((32, 32, 3), np.uint8), {"tumor": m, "liver": ~m, "body": np.ones((32, 32), bool)},
-                ("liver", "tumor"))
-    assert set(sam_demo.visible_masks(item)) == {"body"}
-    item.hidden = ()
-    assert set(sam_demo.visible_masks(item)) == {"tumor", "liver", "body"}

@@ -35,8 +35,8 @@ CLI::
     python training/sam_demo.py --out models/demo-sam.pth [--steps N] [--seed S] [--n-train N]
 
 Cost (2-core CPU, defaults: ``demo`` architecture, 1.86 M parameters at 128 px with 4 px patches —
-a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 2000 steps × 8 images, 800
-phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 43 min in all); other
+a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 1500 steps × 8 images, 800
+phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 32 min in all); other
 processes competing for the cores slow it down. A seed gives the same weights at a given thread
 count; 1 and 2 threads sum floats in another order, so their runs drift apart. Held-out Dice
 through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.92 / 0.92; small
@@ -71,18 +71,10 @@ _EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as the pipeline's defaul
 
 
 class Slice(Protocol):
-    """What the recipe needs of a training example (an optional ``hidden``: structures the
-    rendering does not show, e.g. a hepatic tumour in the lung window; they are not prompted)."""
+    """What the recipe needs of a training example."""
 
     rgb: np.ndarray                   # uint8 H×W×3
     masks: Mapping[str, np.ndarray]   # structure name -> bool H×W
-
-
-def visible_masks(item: Slice) -> dict[str, np.ndarray]:
-    """The masks of the structures the image shows (``item.hidden`` left out): a box around an
-    invisible structure would teach SAM to draw a shape where the image has none."""
-    hidden = set(getattr(item, "hidden", ()) or ())
-    return {k: v for k, v in item.masks.items() if k not in hidden}
 
 
 @dataclass
@@ -358,7 +350,7 @@ def evaluate_sam(sam, data: Sequence[Slice], *, seed: int = 0, sampling: PromptS
     per_structure: dict[str, dict[str, list[float]]] = {}
     for item in data:
         seg.set_image(np.ascontiguousarray(item.rgb))
-        masks = with_unions(visible_masks(item), unions)
+        masks = with_unions(item.masks, unions)
         for name in sorted(masks):
             m = masks[name]
             if int(m.sum()) < cfg.min_pixels:
@@ -483,7 +475,7 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
         images, sizes, batch_prompts = [], [], []
         while len(images) < batch_size:
             item = train[int(rng.integers(len(train)))]
-            rgb, masks = augment(np.asarray(item.rgb), with_unions(visible_masks(item), unions), rng)
+            rgb, masks = augment(np.asarray(item.rgb), with_unions(item.masks, unions), rng)
             prompts = sample_image_prompts(masks, rng, cfg)
             if prompts is None:
                 continue
@@ -579,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (e.g. models/demo-sam.pth)")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=800, help="synthetic training slices")
     ap.add_argument("--n-val", type=int, default=40, help="held-out synthetic slices (another seed)")

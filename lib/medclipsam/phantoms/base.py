@@ -76,6 +76,7 @@ class PhantomSlice:
     target: str | None = None          # the target the rendering window was chosen for (CT/MR), if any
     window: str = "as-stored"          # the window preset used for rgb
     hidden: tuple[str, ...] = ()       # structures present in ``masks`` but not visible in this window
+    visible_caption: str = ""          # the caption naming only what this rendering shows ("" = caption)
 
     def mask(self, name: str) -> np.ndarray:
         """The mask of a structure or alias (``"lungs"`` = left ∪ right); all-False when absent."""
@@ -162,9 +163,9 @@ class PhantomSeries:
         masks = {name: np.ascontiguousarray(vol[k]) for name, vol in self.labels.items()}
         hidden = tuple(name for name in sorted(self.hosts) if masks.get(name) is not None and masks[name].any()
                        and rendered_contrast(self.design[name], self.design[self.hosts[name]], window) < VISIBLE_LEVELS)
-        caption = self.captioner(k, hidden) if hidden and self.captioner is not None else self.captions[k]
-        return PhantomSlice(rgb=rgb, masks=masks, caption=caption, modality=self.modality, kind=self.kind,
-                            target=target, window=window.preset, hidden=hidden)
+        visible = self.captioner(k, hidden) if hidden and self.captioner is not None else ""
+        return PhantomSlice(rgb=rgb, masks=masks, caption=self.captions[k], modality=self.modality, kind=self.kind,
+                            target=target, window=window.preset, hidden=hidden, visible_caption=visible)
 
     def write_dicom(self, folder: str | Path) -> list[Path]:
         """Write a classic single-frame series (one file per slice, in array order); see :mod:`.dicom_io`."""
