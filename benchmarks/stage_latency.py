@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RssSampler, ct_like_slice, machine, rss_mb  # noqa: E402
@@ -42,19 +40,11 @@ class MemoryClock(StageClock):
             torch.cuda.reset_peak_memory_stats()
         self.sampler.reset()
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.start(name)
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.cuda:               # count the stage's queued kernels in its own time
-                import torch
+    def sync(self) -> None:
+        if self.cuda:               # count the stage's queued kernels in its own time
+            import torch
 
-                torch.cuda.synchronize()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
-            self.stop(name)
+            torch.cuda.synchronize()
 
     def stop(self, name: str) -> None:
         if self.cuda:

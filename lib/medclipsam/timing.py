@@ -22,6 +22,9 @@ class StageClock:
     def stop(self, name: str) -> None:
         """Called when a stage ends (subclasses hook in here)."""
 
+    def sync(self) -> None:
+        """Called at the end of a stage before its time is read (e.g. wait for queued GPU work)."""
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.start(name)
@@ -29,6 +32,7 @@ class StageClock:
         try:
             yield
         finally:
+            self.sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
             self.stop(name)
 
