@@ -301,4 +301,3 @@ def test_cli_says_when_phantoms_are_missing(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert "medclipsam.phantoms is missing" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
-

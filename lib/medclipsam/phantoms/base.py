@@ -60,8 +60,10 @@ def rendered_contrast(value: float, surround: float, window) -> float:
         lo, hi = 0.0, 255.0
     else:
         lo, hi = float(window.low), float(window.high)
-    r = lambda v: min(max((float(v) - lo) / max(hi - lo, 1e-6), 0.0), 1.0) * 255.0  # noqa: E731
-    return abs(r(value) - r(surround))
+    def rendered(v: float) -> float:
+        return min(max((float(v) - lo) / max(hi - lo, 1e-6), 0.0), 1.0) * 255.0
+
+    return abs(rendered(value) - rendered(surround))
 
 
 @dataclass(eq=False)
