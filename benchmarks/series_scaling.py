@@ -7,7 +7,8 @@ written as NIfTI. ``--clip/--sam/--device`` run the same with other models, e.g.
 random-init BiomedCLIP and SAM ViT-B on a GPU (``--device cuda --clip random:biomedclip --sam
 vit_b:random --set m2ib.layer=9``): then the seconds per slice are the engine's GPU throughput (bf16
 autocast, batched similarity, SAM batches fitted to free memory) and the peak GPU memory is printed
-too. ``--format seg`` writes a DICOM SEG instead (no SimpleITK needed). For each size it prints the child's peak RSS (``ru_maxrss``) and seconds; then
+too. ``--format seg`` writes a DICOM SEG instead (no SimpleITK needed). For each size it prints
+the child's peak RSS (``ru_maxrss``) and seconds; then
 the growth of peak RSS per 100 slices and the engine's seconds per slice (least-squares slopes
 over the three sizes, so start-up and model loading drop out).
 
@@ -29,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
-
 
 
 def child(folder: str, out: str, opts: dict) -> None:
@@ -110,7 +110,8 @@ def main() -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"slices={r['slices']:4d} processed={r['processed']:4d} peak_rss_mb={r['peak_rss_mb']:8.1f} "
-                  f"peak_gpu_mb={r['peak_gpu_mb']:8.1f} engine_seconds={r['engine_seconds']:7.2f} total_seconds={r['total_seconds']:7.2f} "
+                  f"peak_gpu_mb={r['peak_gpu_mb']:8.1f} engine_seconds={r['engine_seconds']:7.2f} "
+                  f"total_seconds={r['total_seconds']:7.2f} "
                   f"seconds_per_slice={r['engine_seconds'] / r['slices']:.3f}")
     xs = [float(r["slices"]) for r in rows]
     growth = slope(xs, [r["peak_rss_mb"] for r in rows]) * 100.0

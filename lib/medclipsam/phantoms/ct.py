@@ -185,6 +185,7 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
     labels = {"body": body, "left lung": lungs["left lung"], "right lung": lungs["right lung"], "liver": liver,
               "spine": spine, "tumor": tumour}
     present = {name: m.reshape(slices, -1).any(axis=1) for name, m in labels.items()}
+
     def captioner(k: int, hidden: tuple[str, ...] = ()) -> str:
         return ct_caption(np.random.default_rng([int(seed), KIND_CODE, k]), orient.plane,
                           left_lung=bool(present["left lung"][k]), right_lung=bool(present["right lung"][k]),
