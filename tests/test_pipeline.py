@@ -21,6 +21,8 @@ def test_presets_follow_the_papers():
     assert v2.saliency == "m2ib" and v2.m2ib.layer == 9 and v2.m2ib.init_alpha == 5.0
     assert (v2.m2ib.steps, v2.m2ib.lr, v2.m2ib.samples) == (10, 1.0, 10)
     assert v2.postprocess.method == "otsu" and v2.prompts.kind == "boxes"
+    # the reference keeps K = 1 component, 2 for lungs
+    assert v2.postprocess.num_components == 1 and v2.postprocess.num_components_paired == 2
     assert set(PRESETS.names()) == {"v1", "v2"}
 
 
@@ -111,3 +113,20 @@ def test_target_not_found_is_a_result_not_a_crash(tiny_clip, tiny_sam, disk_imag
         h.remove()
     assert not r.found and not r.mask.any() and r.visual_prompts.empty and r.sam is None
     assert r.summary()["message"].startswith("target not found") and calls == []
+
+
+def test_the_pipeline_keeps_two_components_for_lungs_and_one_for_a_tumour(tiny_clip, tiny_sam, disk_image, monkeypatch):
+    import medclipsam.pipeline as pipeline_module
+
+    seen = []
+    real = pipeline_module.make_coarse_mask
+
+    def spy(saliency_map, rgb, cfg):
+        seen.append(cfg.num_components)
+        return real(saliency_map, rgb, cfg)
+
+    monkeypatch.setattr(pipeline_module, "make_coarse_mask", spy)
+    pipe = Pipeline(tiny_clip, tiny_sam, PipelineConfig.from_preset("v2", {"m2ib.layer": 2}))
+    for prompt in ("lungs", "tumor", ("both lungs", "lungs")):
+        pipe.segment(disk_image, prompt)
+    assert seen == [2, 1, 2]

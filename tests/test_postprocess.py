@@ -14,7 +14,9 @@ from medclipsam.postprocess import (
     count_components,
     keep_largest_components,
     label_components,
+    largest_filter,
     make_coarse_mask,
+    names_paired_structure,
     otsu_threshold,
     two_means_threshold,
 )
@@ -225,5 +227,31 @@ def test_bad_config_raises_config_error() -> None:
         PostprocessConfig(connectivity=6)
     with pytest.raises(ConfigError, match="num_components"):
         PostprocessConfig(num_components=0)
+    with pytest.raises(ConfigError, match="num_components_paired"):
+        PostprocessConfig(num_components_paired=-1)
     with pytest.raises(ConfigError, match="min_size"):
         PostprocessConfig(min_size=-1)
+
+
+@pytest.mark.parametrize("prompts, paired", [
+    ("lungs", True), ("both lungs", True), ("the Lungs", True), ("both kidneys", True), (["lungs", "both lungs"], True),
+    ("lung", False), ("left lung", False), ("tumor", False), ("lung tumor", False), (["lungs", "tumor"], False),
+    ([], False), ("", False),
+])
+def test_paired_structures_are_named_by_plural_organ_words(prompts, paired) -> None:
+    assert names_paired_structure(prompts) is paired
+
+
+def test_for_prompt_keeps_two_components_for_a_paired_structure_only() -> None:
+    cfg = PostprocessConfig(num_components=1, num_components_paired=2)
+    assert cfg.for_prompt("lungs").num_components == 2 and cfg.num_components == 1    # a copy, cfg unchanged
+    assert cfg.for_prompt("tumor") is cfg and cfg.for_prompt("left lung").num_components == 1
+    plain = PostprocessConfig(num_components=3)                                           # 0: no paired rule
+    assert plain.for_prompt("lungs") is plain
+    # the filter then keeps that many: two lungs in a mask survive for "lungs", one for "tumor"
+    mask = np.zeros((20, 30), bool)
+    mask[2:18, 2:12] = True
+    mask[4:16, 18:27] = True
+    sal = mask.astype(float)
+    assert count_components(largest_filter(mask, sal, cfg.for_prompt("lungs"))) == 2
+    assert count_components(largest_filter(mask, sal, cfg.for_prompt("tumor"))) == 1

@@ -286,6 +286,26 @@ def test_engine_multi_label(tiny_pipeline):
     assert summary["slices"] == 8 and len(summary["prompts"][0]["per_slice"]) == 8
 
 
+def test_engine_keeps_two_components_for_lungs_and_one_for_a_lesion(tiny_pipeline, monkeypatch):
+    import medclipsam.volume.engine as engine_module
+
+    seen: dict[int, set[int]] = {}
+    real = engine_module.make_coarse_mask
+
+    def spy(saliency_map, rgb, cfg):
+        mask = real(saliency_map, rgb, cfg)
+        seen.setdefault(cfg.num_components, set()).add(id(cfg))
+        return mask
+
+    monkeypatch.setattr(engine_module, "make_coarse_mask", spy)
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False), consistency=ConsistencyConfig(enabled=False))
+    VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lungs"])
+    assert set(seen) == {2}                          # preset v2: K = 2 for a paired structure
+    seen.clear()
+    VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion", "lungs"])
+    assert set(seen) == {1, 2}                       # each prompt its own K in one run
+
+
 def test_engine_renders_each_prompt_in_its_window(tiny_pipeline):
     cfg = VolumeConfig(presence=PresenceConfig(enabled=False))
     r = VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lesion", "left lung", "liver"])

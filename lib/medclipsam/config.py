@@ -67,7 +67,8 @@ def preset_v1() -> PipelineConfig:
 def preset_v2() -> PipelineConfig:
     return PipelineConfig(
         preset="v2", saliency="m2ib", m2ib=M2IBConfig(layer=9, beta=1.0),
-        postprocess=PostprocessConfig(method="otsu", crf=CRFConfig.v2(), components="largest", num_components=1),
+        postprocess=PostprocessConfig(method="otsu", crf=CRFConfig.v2(), components="largest", num_components=1,
+                                      num_components_paired=2),
         prompts=PromptConfig(kind="boxes"))
 
 

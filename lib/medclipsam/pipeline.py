@@ -111,7 +111,7 @@ class Pipeline:
         with clock.stage("saliency"):
             saliency = compute_saliency(self.clip, rgb, text, cfg.saliency, cfg.saliency_params())
         with clock.stage("postprocess"):
-            coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess)
+            coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess.for_prompt(prompts))
             visual = make_visual_prompts(coarse, cfg.prompts)
         if visual.empty:
             clock.seconds["total"] = clock.total()

@@ -21,7 +21,7 @@ from .components import (
     label_components,
     largest_filter,
 )
-from .config import CRFConfig, PostprocessConfig
+from .config import CRFConfig, PostprocessConfig, names_paired_structure
 
 __all__ = [
     "BINARIZATION_METHODS",
@@ -37,6 +37,7 @@ __all__ = [
     "kmeans_mask",
     "label_components",
     "largest_filter",
+    "names_paired_structure",
     "make_coarse_mask",
     "otsu_mask",
     "otsu_threshold",

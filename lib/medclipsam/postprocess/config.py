@@ -7,6 +7,9 @@ filter applied to the coarse mask.
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +17,19 @@ from ..errors import ConfigError
 from ..checks import integer_at_least
 
 CONNECTIVITIES = (4, 8)
+
+# Prompts naming a paired structure as a whole. MedCLIP-SAMv2 keeps K = 1 component, 2 for lungs
+# (algorithms.md §5); ``PostprocessConfig.num_components_paired`` gives such prompts their own K.
+PAIRED_STRUCTURES = re.compile(
+    r"\b(lungs|kidneys|adrenals|adrenal glands|breasts|ovaries|testes|eyes|orbits|hips|parotids|parotid glands)\b",
+    re.IGNORECASE)
+
+
+def names_paired_structure(prompts: str | Sequence[str]) -> bool:
+    """Whether a prompt (or every prompt of an ensemble) names a paired structure as a whole
+    ("lungs", "both kidneys"; not "left lung")."""
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    return bool(texts) and all(PAIRED_STRUCTURES.search(str(t)) for t in texts)
 
 
 @dataclass
@@ -64,6 +80,9 @@ class PostprocessConfig:
     ``components`` names a connected-component filter (``largest``, ``confidence``, ``all``).
     ``threshold`` is used by the ``threshold`` method, ``num_components`` by ``largest``,
     ``confidence_threshold`` by ``confidence``; ``min_size`` (pixels) applies to every filter.
+    ``num_components_paired`` (> 0) replaces ``num_components`` for prompts naming a paired structure
+    ("lungs"; :func:`names_paired_structure`), as MedCLIP-SAMv2 keeps 1 component, 2 for lungs;
+    :meth:`for_prompt` resolves it.
     A ``crf`` given as a mapping (e.g. read from JSON) is turned into a :class:`CRFConfig`.
     """
 
@@ -72,6 +91,7 @@ class PostprocessConfig:
     crf: CRFConfig = field(default_factory=CRFConfig)
     components: str = "largest"
     num_components: int = 1
+    num_components_paired: int = 0
     confidence_threshold: float = 0.5
     min_size: int = 0
     connectivity: int = 8
@@ -90,10 +110,18 @@ class PostprocessConfig:
                 f"threshold must lie in [0, 1] (saliency maps are normalised), got {self.threshold!r}"
             )
         self.num_components = integer_at_least("num_components", self.num_components, minimum=1)
+        self.num_components_paired = integer_at_least("num_components_paired", self.num_components_paired, minimum=0)
         self.min_size = integer_at_least("min_size (pixels)", self.min_size, minimum=0)
         if self.connectivity not in CONNECTIVITIES:
             raise ConfigError(f"connectivity must be 4 or 8, got {self.connectivity!r}")
         self.connectivity = int(self.connectivity)
+
+    def for_prompt(self, prompts: str | Sequence[str]) -> "PostprocessConfig":
+        """This configuration as it applies to ``prompts``: ``num_components_paired`` components for
+        a prompt naming a paired structure when it is set, else unchanged."""
+        if self.num_components_paired and names_paired_structure(prompts):
+            return dataclasses.replace(self, num_components=self.num_components_paired)
+        return self
 
 
 def _crf_from_mapping(values: dict[str, Any]) -> CRFConfig:

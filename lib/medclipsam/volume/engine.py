@@ -379,6 +379,7 @@ class VolumePipeline:
         clip = self.pipeline.clip
         indices, (rs, cs) = run.indices, run.region
         texts = {p: self.pipeline.text_embedding(run.items[p]) for p in members}
+        post = {p: pcfg.postprocess.for_prompt(run.items[p]) for p in members}     # K per prompt ("lungs": 2)
         text_matrix = torch.cat([texts[p] for p in members], dim=0).to(clip.device)      # M × D
 
         def rendered(k: int) -> np.ndarray:
@@ -455,7 +456,7 @@ class VolumePipeline:
                         if not run.present[i, p]:
                             continue
                         smap = saliency_map_from_grid(grids.pop((i, p)), pad, clip.image_size)
-                        coarse = make_coarse_mask(smap, rgb, pcfg.postprocess)
+                        coarse = make_coarse_mask(smap, rgb, post[p])
                         visual = make_visual_prompts(coarse, prompt_cfg)
                         detail = run.details.get((i, p))
                         if detail is not None:
