@@ -35,12 +35,13 @@ CLI::
     python training/sam_demo.py --out models/demo-sam.pth [--steps N] [--seed S] [--n-train N]
 
 Cost (2-core CPU, defaults: ``demo`` architecture, 1.86 M parameters at 128 px with 4 px patches —
-a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 1500 steps × 8 images, 800
-phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 32 min in all); other
+a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 2000 steps × 8 images, 800
+phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 36 min in all); other
 processes competing for the cores slow it down. A seed gives the same weights at a given thread
 count; 1 and 2 threads sum floats in another order, so their runs drift apart. Held-out Dice
-through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.92 / 0.92; small
-tumours are the weak spot (0.71 with one jittered box; 0.82 with exact boxes on held-out CT series).
+through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.94 / 0.93; small
+tumours are the weak spot (0.74 with one jittered box; 0.79 with exact boxes on held-out CT series,
+0.65–0.72 on hypodense liver lesions).
 (The first demo architecture, 16 px patches at 256 px — a 16×16 grid —, reached 0.74 there.)
 """
 
@@ -571,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (e.g. models/demo-sam.pth)")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=800, help="synthetic training slices")
     ap.add_argument("--n-val", type=int, default=40, help="held-out synthetic slices (another seed)")

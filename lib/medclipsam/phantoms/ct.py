@@ -1,4 +1,7 @@
-"""A CT phantom of the lower chest and upper abdomen (Hounsfield units).
+"""A contrast-enhanced CT phantom of the lower chest and upper abdomen (Hounsfield units), portal
+venous phase: the liver and the blood pool enhance, so a hepatic lesion shows against the liver as
+it does in the oncological CT a clinical researcher segments (on a non-contrast scan a 20–30 HU
+liver lesion under 10–20 HU noise is hard to see for readers and models alike).
 
 Drawn in patient space, normalised to the scanned box (x: patient left +, y: posterior +, z:
 superior +; −1…1 across the field of view and the slice stack):
@@ -6,13 +9,13 @@ superior +; −1…1 across the field of view and the slice stack):
 * air −1000 outside an elliptic body: a subcutaneous fat ring (−100) around soft tissue (40);
 * two lungs (−800 ± texture: correlated noise and small vessels) on the upper slices: tapered at
   the apices (below the top slices, which show the thoracic inlet only) and resting on
-  diaphragm domes, the right one higher; a heart (45, cardiac notch in the left lung);
-* the liver (60) under the right dome — its top overlaps the lung bases in z — and a stomach
+  diaphragm domes, the right one higher; a heart (blood pool 150, cardiac notch in the left lung);
+* the liver (105) under the right dome — its top overlaps the lung bases in z — and a stomach
   (fluid 10, gas −950) on the left, on the lower slices;
 * the spine on every slice: vertebral body, neural arch and spinous process (450–650 by seed)
   around the spinal canal (15), posterior midline;
-* one tumour: an ellipsoid in one lung (30–60 HU) or in the liver (20–35 hypodense or 80–90
-  hyperdense), radius varying with the seed, on a few slices only.
+* one tumour: an ellipsoid in one lung (30–60 HU) or in the liver (45–70 hypodense or 150–165
+  hyperdense: 35–60 HU of contrast), radius varying with the seed, on a few slices only.
 
 Partial-volume blur (Gaussian, σ = 0.7 px in-plane) precedes Gaussian noise (σ 10–20 HU);
 values are rounded to whole HU and clipped to the 12-bit range (−1024…3071) that
@@ -33,7 +36,7 @@ from .shapes import (axial, axial_feet_first, blur_in_plane, ellipse_q, half_ext
 
 KIND = "ct-chest"
 KIND_CODE = 1
-CT_HU = {"air": -1000.0, "fat": -100.0, "soft tissue": 40.0, "lung": -800.0, "liver": 60.0, "heart": 45.0,
+CT_HU = {"air": -1000.0, "fat": -100.0, "soft tissue": 40.0, "lung": -800.0, "liver": 105.0, "heart": 150.0,
          "canal": 15.0, "stomach": 10.0, "gas": -950.0}
 BLUR_PX = 0.7
 HU_RANGE = (-1024.0, 3071.0)
@@ -155,7 +158,7 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
         if per_slice.any() and not per_slice.all() and largest >= 0.5 * np.pi * (r * 0.5 * size) ** 2:
             break
     if host == "liver":
-        tumour_hu = rng.uniform(20.0, 35.0) if rng.random() < 0.5 else rng.uniform(80.0, 90.0)
+        tumour_hu = rng.uniform(45.0, 70.0) if rng.random() < 0.5 else rng.uniform(150.0, 165.0)
     else:
         tumour_hu = rng.uniform(30.0, 60.0)
     spine_hu = rng.uniform(450.0, 650.0)
