@@ -35,13 +35,12 @@ CLI::
     python training/sam_demo.py --out models/demo-sam.pth [--steps N] [--seed S] [--n-train N]
 
 Cost (2-core CPU, defaults: ``demo`` architecture, 1.86 M parameters at 128 px with 4 px patches —
-a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 2000 steps × 8 images, 800
-phantom slices): about 1.1 s a step with 2 threads on an idle machine (≈ 36 min in all); other
+a 32×32 embedding grid, as fine as the phantoms' small lesions need —, 2000 steps × 8 images, 3200
+phantom slices): about 1.15 s a step with 2 threads on an idle machine (≈ 40 min in all); other
 processes competing for the cores slow it down. A seed gives the same weights at a given thread
 count; 1 and 2 threads sum floats in another order, so their runs drift apart. Held-out Dice
-through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.94 / 0.93; small
-tumours are the weak spot (0.74 with one jittered box; 0.79 with exact boxes on held-out CT series,
-0.65–0.72 on hypodense liver lesions).
+through ``SamSegmenter`` (40 phantom slices, jittered boxes / 10 points): 0.95 / 0.92; tumours
+are the weak spot (0.87 with one jittered box). 800 training slices (20 passes) gave 0.74 there.
 (The first demo architecture, 16 px patches at 256 px — a 16×16 grid —, reached 0.74 there.)
 """
 
@@ -574,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="checkpoint to write (e.g. models/demo-sam.pth)")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=800, help="synthetic training slices")
+    ap.add_argument("--n-train", type=int, default=3200, help="synthetic training slices")
     ap.add_argument("--n-val", type=int, default=40, help="held-out synthetic slices (another seed)")
     ap.add_argument("--size", type=int, default=128, help="phantom slice size in pixels")
     ap.add_argument("--batch-size", type=int, default=8)
