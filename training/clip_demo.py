@@ -37,9 +37,9 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
 
 Data: ``phantoms.training_slices(seed, 16000)`` by default — 3000 steps × 32 images see each slice
 about six times. With 4000 slices (24 passes; the recipe's earlier default) the pointing game for
-"tumor" (M2IB's peak within 2 px of a CT tumour) was 0.73 on held-out slices against 0.85 on training slices, and the tumour maps and the
-presence gate were a lottery between runs; 16 000 slices (≈ 3.5 GB of CLIP input in memory,
-generated in about a minute) raised it to 0.85 and the gate's AUC from 0.73–0.87 to 0.97–0.99
+"tumor" (M2IB's peak within 2 px of a CT tumour) was 0.73 on held-out slices against 0.85 on
+training slices; 16 000 slices (≈ 3.5 GB of CLIP input in memory, generated in about a minute)
+raised it to 0.85 (0.95 on training slices) and the gate's AUC from 0.73 / 0.87 to 0.97 / 0.99
 (RESULTS.md, fourth round). About 17 minutes on 2 idle cores.
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
