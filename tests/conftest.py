@@ -24,6 +24,16 @@ def tiny_sam():
     return load_sam("tiny:random")
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_clip, tiny_sam):
+    """Preset v2 with the tiny random models, M2IB cut short (3 steps, 2 samples) for speed."""
+    from medclipsam.config import PipelineConfig
+    from medclipsam.pipeline import Pipeline
+
+    return Pipeline(tiny_clip, tiny_sam, PipelineConfig.from_preset("v2", {"m2ib.layer": "2", "m2ib.steps": "3",
+                                                                           "m2ib.samples": "2"}))
+
+
 @pytest.fixture
 def disk_image() -> np.ndarray:
     """A non-square 8-bit RGB image with a bright disk (rows 40±18, cols 100±18) on noise."""

@@ -29,6 +29,20 @@ def test_bundled_architectures():
     assert sam_architecture("vit_h").encoder_embed_dim == 1280
 
 
+def test_registered_small_vits_build_their_token_grids():
+    import timm
+
+    from medclipsam.models.timm_vits import SMALL_VITS
+
+    for name, kwargs in SMALL_VITS.items():
+        vit = timm.create_model(name, pretrained=False, num_classes=0)
+        side = kwargs["img_size"] // kwargs["patch_size"]
+        assert tuple(vit.patch_embed.grid_size) == (side, side), name
+        assert len(vit.blocks) == kwargs["depth"] and vit.embed_dim == kwargs["embed_dim"], name
+        with pytest.raises(ValueError, match="no pretrained weights"):
+            timm.create_model(name, pretrained=True)
+
+
 def test_tiny_random_clip_uses_biomedclip_code_paths(tiny_clip):
     import open_clip
 

@@ -313,3 +313,36 @@ def test_tune_beta_scores_each_candidate_and_picks_the_best(trained):
 def test_card_recommends_the_tuned_beta():
     assert clip_demo.pipeline_recommendations(3, 2.0)["m2ib.beta"] == "2"
     assert "m2ib.beta" not in clip_demo.pipeline_recommendations(3)
+
+
+def test_architecture_option_takes_a_bundled_name_or_a_json_file(tmp_path):
+    from medclipsam.models.clip import clip_architecture
+
+    assert clip_demo._architecture_arg("demo") == "demo"
+    arch = clip_architecture("demo")
+    arch["name"] = "demo-custom"
+    path = tmp_path / "demo-custom.json"
+    path.write_text(json.dumps(arch), encoding="utf-8")
+    assert clip_demo._architecture_arg(str(path)) == arch
+
+
+def test_laterality_loss_rewards_the_prompt_naming_the_tokens_side():
+    # 1 image, 4 tokens, prompts (left lung, right lung, spine); tokens 0-1 left lung, 2 right lung, 3 spine
+    cover = torch.zeros(1, 4, 3)
+    cover[0, 0, 0] = cover[0, 1, 0] = 1.0
+    cover[0, 2, 1] = 0.8
+    cover[0, 3, 2] = 1.0
+    pairs = clip_demo.lateral_pairs(["left lung", "right lung", "spine"])
+    assert pairs == [(0, 1)]
+    right_way = torch.tensor([[[4.0, -4.0, 0.0], [4.0, -4.0, 0.0], [-4.0, 4.0, 0.0], [0.0, 0.0, 9.0]]])
+    swapped = right_way[..., [1, 0, 2]]
+    same = torch.zeros(1, 4, 3)
+    good, bad, flat = (float(clip_demo.laterality_loss(x, cover, pairs)) for x in (right_way, swapped, same))
+    assert flat == pytest.approx(np.log(2.0), abs=1e-6)
+    assert good < 0.05 < flat < bad
+    # the spine token (neither lung) does not count: changing its logits changes nothing
+    other = right_way.clone()
+    other[0, 3] = torch.tensor([-9.0, 9.0, 0.0])
+    assert float(clip_demo.laterality_loss(other, cover, pairs)) == pytest.approx(good)
+    assert clip_demo.lateral_pairs(["lungs", "spine"]) == []
+    assert float(clip_demo.laterality_loss(right_way, cover, [])) == 0.0

@@ -301,3 +301,42 @@ def test_cli_says_when_phantoms_are_missing(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert "medclipsam.phantoms is missing" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_sampling_overrides_change_only_the_named_fields():
+    cfg = sam_demo.sampling_from_overrides(["p_enlarge=0.5", "favoured=tumor", "point_counts=1,3", "max_negatives=2"])
+    default = sam_demo.PromptSampling()
+    assert cfg.p_enlarge == 0.5 and cfg.favoured == ("tumor",) and cfg.point_counts == (1, 3)
+    assert cfg.max_negatives == 2 and isinstance(cfg.max_negatives, int)
+    assert cfg.box_jitter == default.box_jitter and cfg.p_favoured == default.p_favoured
+    assert sam_demo.sampling_from_overrides([]) == default
+    with pytest.raises(ValueError, match="p_enlarge"):        # the message lists the valid keys
+        sam_demo.sampling_from_overrides(["p_enlarg=0.5"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        sam_demo.sampling_from_overrides(["p_enlarge"])
+    with pytest.raises(ValueError, match="max_negatives takes a int"):
+        sam_demo.sampling_from_overrides(["max_negatives=many"])
+
+
+def test_cli_rejects_a_bad_sampling_override_before_generating_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        sam_demo.main(["--out", str(tmp_path / "x.pth"), "--sampling", "nonsense=1"])
+    assert e.value.code == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(toy, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error is for machines without it")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        sam_demo.train_demo_sam(toy[:4], tmp_path / "x.pth", steps=1, batch_size=2, architecture="tiny",
+                                val_data=toy[11:], log=None, threads=1, device="cuda")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_card_records_the_device_and_the_prompt_sampling(short_run):
+    out, _metrics = short_run
+    training = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["training"]
+    assert training["device"] == "cpu"
+    assert training["prompt_sampling"]["p_favoured"] == sam_demo.PromptSampling().p_favoured

@@ -9,9 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medclipsam.config import PipelineConfig
 from medclipsam.errors import ConfigError, InputError
-from medclipsam.pipeline import Pipeline
 from medclipsam.volume import ArrayVolume, Geometry, geometry_from_positions
 from medclipsam.volume.consistency import (ArrayMaskStack, ConsistencyConfig, components_3d, enforce_consistency,
                                            fill_gaps)
@@ -222,12 +220,6 @@ def test_bit_labels_multi_label_with_overlap():
 
 
 # ---------------------------------------------------------------- slice engine (tiny random models)
-@pytest.fixture(scope="module")
-def tiny_pipeline(tiny_clip, tiny_sam):
-    return Pipeline(tiny_clip, tiny_sam, PipelineConfig.from_preset("v2", {"m2ib.layer": "2", "m2ib.steps": "3",
-                                                                           "m2ib.samples": "2"}))
-
-
 class CountingVolume(ArrayVolume):
     reads: int = 0
 

@@ -34,6 +34,13 @@ What the model must do, and the loss term for each (all on L2-normalised embeddi
   (the pooled LayerNorm and projection applied to the token, :func:`token_features`), which makes
   the tokens carry what they are part of. ``token_scale`` keeps the bottleneck tokens at the scale
   of M2IB's noise (mean square 1).
+* **laterality** ("left lung" is one side of the picture) — ``laterality``: both lungs are on
+  almost every chest slice, so presence and captions never tell "left lung" from "right lung",
+  and the dense term alone left their maps identical (text cosine 0.996). On the tokens either
+  lung covers, the dense logit of the prompt naming the token's side must exceed the other side's
+  (binary cross-entropy on the difference, :func:`laterality_loss`). It only means something because
+  every slice is shown in the radiological display orientation (``medclipsam.volume.display``),
+  as the volume engine shows it.
 
 Data: ``phantoms.training_slices(seed, 16000)`` by default — 3000 steps × 32 images see each slice
 about six times. With 4000 slices (24 passes; the recipe's earlier default) the pointing game for
@@ -323,6 +330,29 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
     has_pos, has_neg = pos_mass > 0, neg_mass > 0
     zero = logits.new_zeros(())
     return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
+
+
+def laterality_loss(logits: torch.Tensor, cover: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Left vs right: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`; for each prompt pair
+    ``(a, b)`` (e.g. "left lung", "right lung"), on the tokens the two structures cover at least half
+    of, binary cross-entropy of ``logits[a] − logits[b]`` against "the token is more a's than b's"."""
+    terms = []
+    for a, b in pairs:
+        ca, cb = cover[..., a], cover[..., b]
+        sel = (ca + cb) >= 0.5
+        if sel.any():
+            diff = (logits[..., a] - logits[..., b])[sel]
+            terms.append(F.binary_cross_entropy_with_logits(diff, (ca > cb)[sel].float()))
+    return torch.stack(terms).mean() if terms else logits.new_zeros(())
+
+
+def lateral_pairs(prompt_texts: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs of the prompts naming the two sides of each :data:`GROUPS` entry."""
+    out = []
+    for parts in GROUPS.values():
+        if len(parts) == 2 and all(p in prompt_texts for p in parts):
+            out.append((list(prompt_texts).index(parts[0]), list(prompt_texts).index(parts[1])))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,7 +669,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
     (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
     calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
-    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_dense``, ``token_scale``).
+    ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_dense``, ``token_scale``,
+    ``laterality``).
     ``presence_focal``: focal γ of the presence loss (0: plain balanced BCE).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
     model stay float32); None: where the CPU has native bfloat16 matrix units (always on CUDA).
@@ -665,11 +696,11 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         data, val_data = data[:-n_val], data[-n_val:]
     val_data = list(val_data)
     w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0, "token_scale": 0.1,
-         **dict(weights or {})}
-    unknown = set(w) - {"contrastive", "presence", "dense", "token_dense", "token_scale"}
+         "laterality": 1.0, **dict(weights or {})}
+    unknown = set(w) - {"contrastive", "presence", "dense", "token_dense", "token_scale", "laterality"}
     if unknown:
         raise ValueError(f"unknown loss weights {sorted(unknown)}; known: contrastive, presence, dense, "
-                         "token_dense, token_scale")
+                         "token_dense, token_scale, laterality")
 
     arch = clip_architecture(architecture) if isinstance(architecture, str) else dict(architecture)
     structures = sorted({k for s in data for k in s.masks})
@@ -716,6 +747,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             warmup = max(1, min(50, steps // 10))
             order_rng = np.random.default_rng(seed)
             prompt_texts = [p.text for p in prompts]
+            pairs = lateral_pairs(prompt_texts)
 
             # fixed held-out batch for the contrastive loss before / after training
             eval_idx = np.arange(min(len(val_data), 64))
@@ -773,7 +805,10 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 # read-out follows the tokens' energy instead of what is kept
                 parts["token_scale"] = (mid.float().pow(2).mean(dim=-1).clamp(min=1e-6).log() ** 2).mean()
                 cov = cover.flatten(2).transpose(1, 2)                                  # B × T × P
-                parts["dense"] = dense_loss(heads.dense(scores), cov, known, focal=dense_focal)
+                dense_logits = heads.dense(scores)
+                parts["dense"] = dense_loss(dense_logits, cov, known, focal=dense_focal)
+                if w["laterality"] > 0 and pairs:
+                    parts["laterality"] = laterality_loss(dense_logits, cov, pairs)
                 if w["token_dense"] > 0:
                     parts["token_dense"] = dense_loss(heads.token(own), cov, known, focal=dense_focal)
 
@@ -880,6 +915,14 @@ def _phantom_data(seed: int, n_train: int, n_val: int, mix: Mapping[str, Any] | 
             phantoms.training_slices(seed + 100_003, n_val))
 
 
+def _architecture_arg(value: str) -> str | dict[str, Any]:
+    """A bundled architecture name, or the contents of a JSON file in the bundled form."""
+    path = Path(value)
+    if value.endswith(".json") and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=f"Train the demo CLIP model on synthetic phantom slices ({NOTICE}).")
     ap.add_argument("--out", required=True, type=Path, help="model folder to write (load with --clip local-dir:OUT)")
@@ -892,6 +935,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu (the committed demo model) or cuda")
+    ap.add_argument("--architecture", default=ARCHITECTURE,
+                    help=f"bundled CLIP architecture name or a JSON file of that form (default {ARCHITECTURE})")
     ap.add_argument("--ct-share", type=int, default=1, help="CT slices per MR/US/X-ray slice in the mix (default 1)")
     ap.add_argument("--tumour-slices", type=int, default=3,
                     help="at most this many of the 8 slices taken from each CT/MR series show its tumour (default 3)")
@@ -917,7 +962,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               lr=args.lr, log_every=args.log_every, val_data=val, threads=args.threads,
                               check_saliency=args.check_saliency, tune_slices=args.tune_beta,
                               hidden_targets=args.hidden_targets,
-                              device=args.device,
+                              device=args.device, architecture=_architecture_arg(args.architecture),
                               data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}"
                                         + ("" if mix == TRAIN_MIX else
                                            f", shares={mix['shares']}, tumour_slices={mix['tumour_slices']}")

@@ -42,7 +42,8 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
     ser.add_argument("--batch-size", type=int, default=0, help="SAM slices per batch (0: CPU 1, CUDA fitted to memory)")
     ser.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a pipeline setting, e.g. m2ib.beta=2, consistency.keep=largest, "
-                          "presence.saliency_ratio=0 (repeatable)")
+                          "presence.saliency_ratio=0, reorient=false (slices shown to the models as stored, "
+                          "not in radiological orientation) (repeatable)")
     ser.add_argument("--report", metavar="FILE.json", help="also write a JSON report (per-slice similarity, gate, masks)")
     ser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,8 +51,8 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
 
 
 def _split_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Volume settings (presence.*, consistency.*) apart from the 2D pipeline's."""
-    volume = {k: v for k, v in pairs.items() if k.split(".", 1)[0] in ("presence", "consistency")}
+    """Volume settings (presence.*, consistency.*, reorient) apart from the 2D pipeline's."""
+    volume = {k: v for k, v in pairs.items() if k.split(".", 1)[0] in ("presence", "consistency", "reorient")}
     return {k: v for k, v in pairs.items() if k not in volume}, volume
 
 

@@ -20,6 +20,11 @@ SMALL_VITS: dict[str, dict] = {
                                              global_pool="avg", fc_norm=True),
     "vit_medclipsam_demo_patch8_128": dict(img_size=128, patch_size=8, embed_dim=128, depth=4, num_heads=4,
                                            global_pool="avg", fc_norm=True),
+    # candidates for a demo CLIP that localises small lesions better: 4 px tokens (32×32), or deeper and wider
+    "vit_medclipsam_demo_patch4_128": dict(img_size=128, patch_size=4, embed_dim=128, depth=4, num_heads=4,
+                                           global_pool="avg", fc_norm=True),
+    "vit_medclipsam_demowide_patch8_128": dict(img_size=128, patch_size=8, embed_dim=192, depth=8, num_heads=6,
+                                               global_pool="avg", fc_norm=True),
 }
 
 

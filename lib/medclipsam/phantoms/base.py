@@ -153,7 +153,10 @@ class PhantomSeries:
         return self._windows[key]
 
     def slice(self, k: int, target: str | None = None) -> PhantomSlice:
-        """Slice ``k`` rendered with the window :func:`choose_window` picks for ``target``."""
+        """Slice ``k`` rendered with the window :func:`choose_window` picks for ``target``, in the
+        radiological display orientation the volume engine shows the models (image and masks alike;
+        :mod:`medclipsam.volume.display`)."""
+        from ..volume.display import display_orientation
         from ..volume.render import render_slice
 
         n = len(self)
@@ -161,8 +164,9 @@ class PhantomSeries:
             raise IndexError(f"slice {k} is outside 0..{n - 1}")
         k %= n
         window = self.window(target)
-        rgb = render_slice(self.values[k], window)
-        masks = {name: np.ascontiguousarray(vol[k]) for name, vol in self.labels.items()}
+        shown = display_orientation(self.geometry)
+        rgb = shown.apply(render_slice(self.values[k], window))
+        masks = {name: shown.apply(vol[k]) for name, vol in self.labels.items()}
         hidden = tuple(name for name in sorted(self.hosts) if masks.get(name) is not None and masks[name].any()
                        and rendered_contrast(self.design[name], self.design[self.hosts[name]], window) < VISIBLE_LEVELS)
         visible = self.captioner(k, hidden) if hidden and self.captioner is not None else ""

@@ -4,7 +4,10 @@ Per series, with the 2D pipeline's stages (:class:`~medclipsam.pipeline.Pipeline
 
 1. **Rendering** — one window for the whole series and target (:mod:`.render`); prompts that call
    for different windows (``lesion`` and ``lungs`` on CT) are rendered, and run through the passes
-   below, separately.
+   below, separately. Each slice is shown to the models in the radiological display orientation a
+   viewer uses (:mod:`.display`: a feet-first series is flipped left-right, a transposed plane
+   transposed), so "left lung" is one side of the picture whatever ImageOrientationPatient says;
+   masks are turned back onto the stored grid (``VolumeConfig.reorient=False`` shows slices as stored).
 2. **Similarity pass** — every slice in range is rendered and encoded once, in batches; its cosine
    with each prompt's text embedding is the first presence signal (:mod:`.presence`).
 3. **Saliency pass** — only on slices that pass the similarity gate: the saliency method's raw
@@ -46,6 +49,7 @@ from .consistency import ConsistencyConfig, ConsistencyReport, enforce_consisten
 from .geometry import Geometry
 from .presence import (PresenceConfig, SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
                        saliency_gate, similarity_gate)
+from .display import AS_STORED, DisplayOrientation, display_orientation
 from .render import Window, choose_window, render_slice
 from .source import VolumeSource
 
@@ -65,6 +69,8 @@ class VolumeConfig:
     max_batch_size: int = 16
     inspect: int = 0                              # keep every stage's output on this many present slices
                                                   # per prompt (plus one judged absent), for montages
+    reorient: bool = True                         # show the models each slice as a viewer does (radiological
+                                                  # convention, volume/display.py); labels stay on the stored grid
 
     def __post_init__(self) -> None:
         integer_at_least("batch_size", self.batch_size, 0)
@@ -198,7 +204,7 @@ class SliceDetail:
 
     index: int
     prompt: int                          # 0-based prompt index
-    rgb: np.ndarray                      # the rendering the models saw (ROI applied)
+    rgb: np.ndarray                      # the rendering the models saw (ROI applied, display orientation)
     similarity: float
     present: bool
     saliency_map: np.ndarray | None = None
@@ -282,8 +288,10 @@ class _Run:
     """The state of one :meth:`VolumePipeline.run`: per slice in range × prompt arrays, labels, notes."""
 
     def __init__(self, src: VolumeSource, items: list, indices: list[int], region: tuple[slice, slice],
-                 labels: BitLabels, notes: list[str], progress: bool) -> None:
+                 labels: BitLabels, notes: list[str], progress: bool,
+                 orientation: DisplayOrientation = AS_STORED) -> None:
         self.src, self.items, self.indices, self.region, self.labels = src, items, indices, region, labels
+        self.orientation = orientation
         self.notes, self.progress = notes, progress
         shape = (len(indices), len(items))
         self.sims = np.zeros(shape, dtype=np.float64)
@@ -332,8 +340,12 @@ class VolumePipeline:
         n, rows, cols = src.geometry.shape
         start, stop = _resolve_range(cfg, n)
         x0, y0, x1, y1 = _resolve_roi(cfg, rows, cols)
+        orientation = display_orientation(src.geometry) if cfg.reorient else AS_STORED
         run = _Run(src, items, list(range(start, stop)), (slice(y0, y1), slice(x0, x1)), BitLabels((n, rows, cols)),
-                   notes=list(getattr(src, "notes", [])), progress=progress)
+                   notes=list(getattr(src, "notes", [])), progress=progress, orientation=orientation)
+        if not orientation.identity:
+            run.notes.append(f"slices shown to the models in radiological orientation ({orientation.describe()}); "
+                             "the label is on the series' own grid")
 
         # one window per series and target: prompts that want different windows are rendered apart
         tw = time.perf_counter()
@@ -382,8 +394,8 @@ class VolumePipeline:
         post = {p: pcfg.postprocess.for_prompt(run.items[p]) for p in members}     # K per prompt ("lungs": 2)
         text_matrix = torch.cat([texts[p] for p in members], dim=0).to(clip.device)      # M × D
 
-        def rendered(k: int) -> np.ndarray:
-            return np.ascontiguousarray(render_slice(run.src.read_slice(k), win)[rs, cs])
+        def rendered(k: int) -> np.ndarray:       # what the models see: the ROI, reoriented for display
+            return run.orientation.apply(render_slice(run.src.read_slice(k), win)[rs, cs])
 
         bar = dict(disable=not run.progress, unit="slice", leave=False)
         label = f" [{win.preset}]" if len(members) < len(run.items) else ""     # several windows: say which
@@ -472,7 +484,7 @@ class VolumePipeline:
                         rec.found = bool(out.mask.any())
                         rec.mask_pixels = int(out.mask.sum())
                         if rec.found:
-                            run.labels.stack(p).or_region(k, rs, cs, out.mask)
+                            run.labels.stack(p).or_region(k, rs, cs, run.orientation.invert(out.mask))
                     pb.update(1)
                 del embeddings
         run.add_seconds("sam", time.perf_counter() - tsam)
