@@ -6,7 +6,9 @@ for the prompts "tumor" and "lungs" — each target in a run of its own, so that
 errors cannot take the other's voxels (in a multi-prompt run the earlier prompt keeps overlaps) —
 and prints per target and series the Dice on the slices where the target is present, then the
 slice-level AUC of the presence gate's signal (image–text similarity) for the tumour, over all
-slices of all series (tumour slivers under 32 px excepted). Last line:
+slices of all series (tumour slivers under 32 px excepted). "left lung" and "right lung" are run too,
+each alone, and reported on the line before the last (``left_lung_dice=… right_lung_dice=…``): the
+"lungs" Dice cannot tell a model that finds either lung for "left lung". Last line:
 ``tumor_dice=<x> lung_dice=<y> gate_auc=<z>``. Goal: Dice ≥ 0.80 for both and AUC ≥ 0.90 for any seed.
 """
 
@@ -25,7 +27,8 @@ from _common import machine  # noqa: E402
 from medclipsam.evaluation import roc_auc  # noqa: E402
 
 HELD_OUT_SEED_BASE = 10_000
-TARGETS = {"tumor": ("tumor",), "lungs": ("left lung", "right lung")}
+TARGETS = {"tumor": ("tumor",), "lungs": ("left lung", "right lung"), "left lung": ("left lung",),
+           "right lung": ("right lung",)}
 # A tumour slice counts for the gate's AUC when the tumour covers at least half a CLIP token (32 px
 # at 128 px): the partial-volume slivers at its poles (a few pixels) are neither present nor absent
 # (the demo CLIP's calibration uses the same rule). They still count for the Dice.
@@ -71,10 +74,11 @@ def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32,
         sims.extend(r.similarity for r, d in zip(results["tumor"].prompts[0].records, decided) if d)
         present.extend(tumour[decided].tolist())
         if verbose:
-            print(f"series {i}: " + " ".join(f"{t}_dice={dices[t][-1]:.3f}" for t in TARGETS) +
+            print(f"series {i}: " + " ".join(f"{t.replace(' ', '_')}_dice={dices[t][-1]:.3f}" for t in TARGETS) +
                   f" tumour_slices={int(tumour.sum())}/{len(src)} processed=" +
                   "/".join(str(r.processed) for r in results.values()))
     return {"tumor_dice": float(np.mean(dices["tumor"])), "lung_dice": float(np.mean(dices["lungs"])),
+            "left_lung_dice": float(np.mean(dices["left lung"])), "right_lung_dice": float(np.mean(dices["right lung"])),
             "gate_auc": roc_auc(np.array(sims), np.array(present))}
 
 
@@ -102,6 +106,7 @@ def main() -> None:
     t0 = time.perf_counter()
     m = evaluate(args.seed, args.n, args.clip, args.sam, device=args.device, overrides=overrides)
     print(f"seconds: {time.perf_counter() - t0:.1f}")
+    print(f"left_lung_dice={m['left_lung_dice']:.3f} right_lung_dice={m['right_lung_dice']:.3f}")
     print(f"tumor_dice={m['tumor_dice']:.3f} lung_dice={m['lung_dice']:.3f} gate_auc={m['gate_auc']:.3f}")
 
 
