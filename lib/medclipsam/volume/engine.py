@@ -46,10 +46,10 @@ from ..postprocess import make_coarse_mask
 from ..prompts import make_visual_prompts
 from ..saliency import saliency_grid, saliency_map_from_grid
 from .consistency import ConsistencyConfig, ConsistencyReport, enforce_consistency
+from .display import AS_STORED, DisplayOrientation, display_orientation
 from .geometry import Geometry
 from .presence import (PresenceConfig, SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
                        saliency_gate, similarity_gate)
-from .display import AS_STORED, DisplayOrientation, display_orientation
 from .render import Window, choose_window, render_slice
 from .source import VolumeSource
 
@@ -64,7 +64,8 @@ class VolumeConfig:
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     batch_size: int = 0                           # SAM slices per batch; 0: CPU 1, CUDA fitted to free memory
     slice_range: tuple[int, int] | None = None    # [start, stop) in sorted slice order; None: all
-    roi: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) pixels (columns, rows), half-open
+    roi: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) pixels (columns, rows) of the stored grid,
+                                                  # half-open
     autocast: bool = True                         # bf16 autocast on CUDA
     max_batch_size: int = 16
     inspect: int = 0                              # keep every stage's output on this many present slices
