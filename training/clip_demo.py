@@ -336,6 +336,11 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
     return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
 
 
+# the default weight of each loss term (train_demo_clip's ``weights`` overrides them)
+LOSS_WEIGHTS: dict[str, float] = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0,
+                                  "token_scale": 0.1, "laterality": 1.0}
+
+
 def laterality_loss(logits: torch.Tensor, cover: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Left vs right: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`; for each prompt pair
     ``(a, b)`` (e.g. "left lung", "right lung"), on the tokens the two structures cover at least half
@@ -699,12 +704,10 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             raise ValueError(f"{len(data)} slices are too few to hold out {n_val} for calibration")
         data, val_data = data[:-n_val], data[-n_val:]
     val_data = list(val_data)
-    w = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0, "token_scale": 0.1,
-         "laterality": 1.0, **dict(weights or {})}
-    unknown = set(w) - {"contrastive", "presence", "dense", "token_dense", "token_scale", "laterality"}
+    w = {**LOSS_WEIGHTS, **dict(weights or {})}
+    unknown = set(w) - set(LOSS_WEIGHTS)
     if unknown:
-        raise ValueError(f"unknown loss weights {sorted(unknown)}; known: contrastive, presence, dense, "
-                         "token_dense, token_scale, laterality")
+        raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {', '.join(LOSS_WEIGHTS)}")
 
     arch = clip_architecture(architecture) if isinstance(architecture, str) else dict(architecture)
     structures = sorted({k for s in data for k in s.masks})
