@@ -104,3 +104,28 @@ def test_real_tiny_sam_returns_full_resolution_masks(segmenter, disk_image):
                     VisualPrompts(boxes=[[80, 20, 120, 60]], points=[[100, 40]], point_labels=[1], num_components=1)):
         out = segmenter.segment(prompts, SamStageConfig(multimask=True))
         assert out.mask.shape == disk_image.shape[:2] and out.mask.dtype == bool
+
+
+def test_box_clip_cuts_each_mask_to_its_own_grown_box(segmenter, disk_image, monkeypatch):
+    """A box prompt says the target lies inside it: with ``box_clip`` a mask that spills far out of its
+    box is cut to the box grown by that fraction of its sides; off (-1) by default."""
+    h, w = disk_image.shape[:2]
+    m = torch.zeros(2, 1, h, w, dtype=torch.bool)
+    m[0, 0, 10:60, 10:60] = True                   # spills out of box 0 = [20, 20, 40, 40]
+    m[1, 0, 70:80, 100:110] = True                 # inside box 1 = [95, 65, 115, 85]
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", lambda *a, **k: (m, torch.ones(2, 1), None))
+    prompts = VisualPrompts(boxes=[[20, 20, 40, 40], [95, 65, 115, 85]], num_components=2)
+    assert segmenter.segment(prompts).mask.sum() == 2500 + 100
+    out = segmenter.segment(prompts, SamStageConfig(box_clip=0.0)).mask
+    assert out[20:41, 20:41].all() and out.sum() == 21 * 21 + 100       # box 0 inclusive, box 1 untouched
+    out = segmenter.segment(prompts, SamStageConfig(box_clip=0.25)).mask   # grown by 5 px each side
+    assert out[15:46, 15:46].all() and out.sum() == 31 * 31 + 100
+    cut = segmenter.segment(VisualPrompts(boxes=[[0, 0, 70, 70], [20, 20, 40, 40]], num_components=2),
+                            SamStageConfig(box_clip=0.0)).mask
+    assert cut.sum() == 2500                       # each mask is cut by its own box, not by the union of boxes
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, True, "0.1"])
+def test_box_clip_rejects_values_outside_its_range(bad):
+    with pytest.raises(Exception, match="sam.box_clip"):
+        SamStageConfig(box_clip=bad)

@@ -5,7 +5,9 @@ prompts follow. Boxes go to SAM in one batched call, each box with the shared po
 "boxes+points" mode; points alone go in one call. One mask per prompt (or, with ``multimask``,
 the best of SAM's three by predicted IoU); the masks are united, and the union keeps the K
 largest connected components, K = the number of components of the coarse mask (as the
-reference does).
+reference does). With ``box_clip`` ≥ 0 (off by default, as in the papers) each box's mask is cut to
+that box grown by ``box_clip`` × its sides: a box prompt says the target lies inside it, and a
+small SAM that spills into a low-contrast neighbour (liver around a hepatic lesion) is held to it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .postprocess import keep_largest_components
 from .prompts import VisualPrompts
 
@@ -26,6 +28,13 @@ class SamStageConfig:
     multimask: bool = False          # ask SAM for 3 masks per prompt and keep the best-scoring one
     keep_components: bool = True     # keep the K largest components of the union (K = coarse-mask components)
     connectivity: int = 8
+    box_clip: float = -1.0           # ≥ 0: cut each box's mask to its box grown by this fraction of its sides (off: -1)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.box_clip, (int, float)) or isinstance(self.box_clip, bool) or \
+                not (self.box_clip == -1 or 0 <= self.box_clip <= 1):
+            raise ConfigError(f"sam.box_clip must be -1 (off) or a fraction of the box's sides in [0, 1], "
+                              f"got {self.box_clip!r}")
 
 
 @dataclass
@@ -120,8 +129,24 @@ class SamSegmenter:
         best = iou.argmax(dim=1)
         rows = torch.arange(masks.shape[0], device=masks.device)
         chosen = masks[rows, best]
+        if cfg.box_clip >= 0 and len(prompts.boxes):
+            chosen = chosen & _box_windows(prompts.boxes, cfg.box_clip, (h, w), chosen.device)
         scores = iou[rows, best].float().cpu().tolist()
         union = chosen.any(dim=0).cpu().numpy()
         if cfg.keep_components and prompts.num_components > 0 and union.any():
             union = keep_largest_components(union, prompts.num_components, connectivity=cfg.connectivity)
         return SamOutput(union.astype(bool), scores, int(chosen.shape[0]))
+
+
+def _box_windows(boxes: np.ndarray, margin: float, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """One boolean window per box ``[x0, y0, x1, y1]`` (pixels, inclusive), grown on every side by
+    ``margin`` × the box's width / height, as prompts × H × W."""
+    h, w = shape
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=device)
+    grow = torch.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], dim=1) * margin
+    x0, x1 = b[:, 0] - grow[:, 0], b[:, 2] + grow[:, 0]
+    y0, y1 = b[:, 1] - grow[:, 1], b[:, 3] + grow[:, 1]
+    ys = torch.arange(h, device=device, dtype=torch.float32)[None, :, None]
+    xs = torch.arange(w, device=device, dtype=torch.float32)[None, None, :]
+    return ((ys >= y0[:, None, None]) & (ys <= y1[:, None, None]) &
+            (xs >= x0[:, None, None]) & (xs <= x1[:, None, None]))
