@@ -81,6 +81,22 @@ def test_shipped_clip_card_recommends_what_its_recipe_writes(demo_clip):
     assert overrides == clip_demo.pipeline_recommendations(int(overrides["m2ib.layer"]))
 
 
+def test_shipped_sam_was_trained_with_its_recipes_prompt_sampling():
+    """The shipped SAM's card records the recipe's default prompt sampling (a re-run samples alike)."""
+    import dataclasses
+
+    from medclipsam.models import load_sam
+
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import sam_demo
+    finally:
+        sys.path.pop(0)
+    recorded = load_sam(DEMO_SAM).card["training"]["prompt_sampling"]
+    defaults = json.loads(json.dumps(dataclasses.asdict(sam_demo.PromptSampling())))   # tuples → lists
+    assert recorded == defaults
+
+
 # Issue 4's goals not met yet by the shipped demo CLIP: strict xfail (an unexpected pass fails the
 # run, so the mark goes when the goal is met). Figures measured on this held-out set.
 NOT_YET = "issue 4 open, goal not met by the shipped demo CLIP: "
@@ -159,7 +175,7 @@ def test_end_to_end_left_and_right_lung(end_to_end):
     assert end_to_end["right_lung_dice"] >= 0.75, end_to_end
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.57 on these 2 series")
+@pytest.mark.xfail(strict=True, reason=NOT_YET + "tumour Dice 0.67 on these 2 series")
 def test_end_to_end_tumour(end_to_end):
     assert end_to_end["tumor_dice"] >= 0.75, end_to_end
 
