@@ -346,3 +346,13 @@ def test_laterality_loss_rewards_the_prompt_naming_the_tokens_side():
     assert float(clip_demo.laterality_loss(other, cover, pairs)) == pytest.approx(good)
     assert clip_demo.lateral_pairs(["lungs", "spine"]) == []
     assert float(clip_demo.laterality_loss(right_way, cover, [])) == 0.0
+
+
+def test_loss_weight_overrides_name_the_valid_terms():
+    w = clip_demo.loss_weights_from_overrides(["laterality=0.3", " dense = 2"])
+    assert w == {**clip_demo.LOSS_WEIGHTS, "laterality": 0.3, "dense": 2.0}
+    assert clip_demo.loss_weights_from_overrides([]) == clip_demo.LOSS_WEIGHTS
+    for bad, said in (("bogus=1", "laterality"), ("laterality", "TERM=W"), ("dense=-1", ">= 0"),
+                      ("dense=x", ">= 0"), ("dense=nan", ">= 0")):
+        with pytest.raises(ValueError, match=said):
+            clip_demo.loss_weights_from_overrides([bad])

@@ -64,13 +64,14 @@ reproduce the shipped model bit for bit: ``--hidden-targets unknown`` (a target 
 rendering window hides — a hepatic tumour in the lung window — is neither present nor absent, and
 the caption names only what shows), ``--tune-beta N`` (M2IB's β for the card chosen on N held-out
 slices per target), ``--ct-share`` / ``--tumour-slices`` (the training mix), ``--device cuda``,
-``--architecture NAME|FILE.json`` (e.g. the 4 px-token ViT tried on an H100, fifth round).
+``--architecture NAME|FILE.json`` (e.g. the 4 px-token ViT tried on an H100, fifth round),
+``--loss-weight TERM=W`` (a term of :data:`LOSS_WEIGHTS`).
 
 Library: :func:`train_demo_clip`. CLI::
 
     python training/clip_demo.py --out models/demo-clip [--steps N] [--seed S] [--n-train N]
         [--hidden-targets present|unknown] [--tune-beta N] [--ct-share K] [--tumour-slices K] [--device cpu|cuda]
-        [--architecture NAME|FILE.json]
+        [--architecture NAME|FILE.json] [--loss-weight TERM=W ...]
 """
 
 from __future__ import annotations
@@ -339,6 +340,25 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
 # the default weight of each loss term (train_demo_clip's ``weights`` overrides them)
 LOSS_WEIGHTS: dict[str, float] = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0,
                                   "token_scale": 0.1, "laterality": 1.0}
+
+
+def loss_weights_from_overrides(items: Sequence[str]) -> dict[str, float]:
+    """``["laterality=0.3", ...]`` → loss weights over :data:`LOSS_WEIGHTS`; names the valid terms when
+    one is unknown and rejects a value that is not a number ≥ 0."""
+    out = dict(LOSS_WEIGHTS)
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in LOSS_WEIGHTS:
+            raise ValueError(f"--loss-weight takes TERM=W with TERM one of {', '.join(LOSS_WEIGHTS)}; got {item!r}")
+        try:
+            w = float(value)
+        except ValueError:
+            w = float("nan")
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"--loss-weight {name}: the weight must be a number >= 0, got {value.strip()!r}")
+        out[name] = w
+    return out
 
 
 def laterality_loss(logits: torch.Tensor, cover: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -952,12 +972,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="at most this many of the 8 slices taken from each CT/MR series show its tumour (default 3)")
     ap.add_argument("--hidden-targets", choices=HIDDEN_TARGETS, default="present",
                     help="targets the slice's window hides: labelled present (default, the shipped model) or unknown")
+    ap.add_argument("--loss-weight", action="append", default=[], metavar="TERM=W",
+                    help=f"weight of a loss term instead of its default (terms: {', '.join(LOSS_WEIGHTS)}), "
+                         "e.g. --loss-weight laterality=0.3 (repeatable)")
     ap.add_argument("--tune-beta", type=int, default=0, metavar="N",
                     help="choose M2IB's β on up to N held-out slices per target (0: keep the preset's)")
     ap.add_argument("--check-saliency", type=int, default=24, metavar="N",
                     help="M2IB check on up to N held-out slices per prompt after training (0: skip)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    try:
+        weights = loss_weights_from_overrides(args.loss_weight)
+    except ValueError as e:
+        ap.error(str(e))
 
     t0 = time.perf_counter()
     mix = {"shares": (args.ct_share, 1, 1, 1), "tumour_slices": args.tumour_slices}
@@ -971,7 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = train_demo_clip(train, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                               lr=args.lr, log_every=args.log_every, val_data=val, threads=args.threads,
                               check_saliency=args.check_saliency, tune_slices=args.tune_beta,
-                              hidden_targets=args.hidden_targets,
+                              hidden_targets=args.hidden_targets, weights=weights,
                               device=args.device, architecture=_architecture_arg(args.architecture),
                               data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}"
                                         + ("" if mix == TRAIN_MIX else
