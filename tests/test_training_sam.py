@@ -247,6 +247,7 @@ def test_model_card(short_run):
     assert "not for clinical use" in card["notice"] and "not for clinical use" in card["description"]
     assert "synthetic" in card["notice"]
     assert card["intended_use"] == "demo"
+    assert card["pipeline_overrides"] == sam_demo.RECOMMENDED_SETTINGS      # the pipeline applies them (demo.py)
     from medclipsam.models import load_sam
 
     sam = load_sam(f"tiny:{out}")            # the card beside the checkpoint marks the model as a demo
