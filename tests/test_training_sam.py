@@ -7,6 +7,7 @@ their masks. The tests train the ``tiny`` architecture for a few steps so that t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -341,3 +342,41 @@ def test_card_records_the_device_and_the_prompt_sampling(short_run):
     training = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["training"]
     assert training["device"] == "cpu"
     assert training["prompt_sampling"]["p_favoured"] == sam_demo.PromptSampling().p_favoured
+
+
+def test_init_fine_tunes_from_a_checkpoint_and_the_card_says_so(short_run, toy, tmp_path):
+    out, _metrics = short_run
+    start = torch.load(out, map_location="cpu", weights_only=True)
+    tuned = tmp_path / "tuned.pth"
+    sam_demo.train_demo_sam(toy[:6], tuned, steps=2, batch_size=2, seed=9, lr=1e-4, log_every=0, architecture="tiny",
+                            val_data=toy[11:], log=None, threads=1, init=out)
+    after = torch.load(tuned, map_location="cpu", weights_only=True)
+    # a fine-tune starts from the checkpoint: two small steps stay close to it, far closer than a random start
+    from medclipsam.models import load_sam
+
+    random = load_sam("tiny:random", seed=123).model.state_dict()
+    near = max(float((after[k].float() - start[k].float()).abs().max()) for k in start if start[k].is_floating_point())
+    far = max(float((random[k].float() - start[k].float()).abs().max()) for k in start if start[k].is_floating_point())
+    assert 0 < near < 0.1 * far
+    assert torch.load(out, map_location="cpu", weights_only=True).keys() == start.keys()   # the start is untouched
+    assert all(torch.equal(start[k], v) for k, v in torch.load(out, map_location="cpu", weights_only=True).items())
+    init = json.loads(tuned.with_suffix(".json").read_text(encoding="utf-8"))["training"]["init"]
+    assert init["checkpoint"] == out.name
+    assert init["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert init["training"]["seed"] == 3 and init["training"]["steps"] == STEPS     # the start's own history
+    scratch = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["training"]["init"]
+    assert scratch.startswith("random")
+
+
+def test_init_with_another_architecture_or_a_missing_file_is_a_clear_error(short_run, toy, tmp_path, capsys):
+    from medclipsam.errors import MedClipSamError
+
+    out, _metrics = short_run
+    with pytest.raises(MedClipSamError, match="tiny"):       # a tiny checkpoint is not a demo one
+        sam_demo.train_demo_sam(toy[:4], tmp_path / "x.pth", steps=1, batch_size=2, architecture="demo",
+                                val_data=toy[11:], log=None, threads=1, init=out)
+    assert not (tmp_path / "x.pth").exists()
+    with pytest.raises(SystemExit) as e:
+        sam_demo.main(["--out", str(tmp_path / "y.pth"), "--init", str(tmp_path / "nope.pth")])
+    assert e.value.code == 2
+    assert "nope.pth" in capsys.readouterr().err and not (tmp_path / "y.pth").exists()

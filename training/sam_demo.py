@@ -63,6 +63,8 @@ traced the box. 3000 steps (SAM 14, with CLIP 15): tumour 0.617 / 0.675 / 0.653 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import importlib.util
 import json
 import math
@@ -402,12 +404,21 @@ def evaluate_sam(sam, data: Sequence[Slice], *, seed: int = 0, sampling: PromptS
 # the recipe
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def train_demo_sam(data: Sequence[Slice], out_path: str | Path, *, steps: int, batch_size: int = 8, seed: int = 0,
                    lr: float = 1e-3, log_every: int = 50, architecture: str = "demo",
                    val_data: Sequence[Slice] | None = None, sampling: PromptSampling | None = None,
                    weight_decay: float = 0.01, warmup_steps: int | None = None, multimask_weight: float = 0.5,
                    iou_weight: float = 1.0, unions: Mapping[str, Sequence[str]] | None = None,
                    threads: int | None = 2, device: str = "cpu", data_description: str = "",
+                   init: str | Path | None = None,
                    log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train a SAM of ``architecture`` (a bundled name or a JSON file) on ``data`` and save it.
 
@@ -425,7 +436,8 @@ def train_demo_sam(data: Sequence[Slice], out_path: str | Path, *, steps: int, b
     ``loss_last`` (mean of the first / last ``min(20, steps)`` steps), ``steps``, ``seconds``.
     ``threads``: torch CPU threads while training (the previous setting is restored afterwards).
     ``device``: where the model trains (``"cpu"``, ``"cuda"``); the held-out evaluation reloads the
-    checkpoint and runs on the CPU either way.
+    checkpoint and runs on the CPU either way. ``init``: a checkpoint of the same architecture to
+    start from (fine-tuning) instead of random weights; the card records its name and SHA-256.
     """
     previous = torch.get_num_threads()
     if threads:
@@ -434,7 +446,7 @@ def train_demo_sam(data: Sequence[Slice], out_path: str | Path, *, steps: int, b
         return _train(data, Path(out_path), steps=steps, batch_size=batch_size, seed=seed, lr=lr, log_every=log_every,
                       architecture=architecture, val_data=val_data, sampling=sampling, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, multimask_weight=multimask_weight, iou_weight=iou_weight,
-                      unions=unions, device=device, data_description=data_description, log=log)
+                      unions=unions, device=device, data_description=data_description, init=init, log=log)
     finally:
         torch.set_num_threads(previous)
 
@@ -443,7 +455,7 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
            architecture: str, val_data: Sequence[Slice] | None, sampling: PromptSampling | None,
            weight_decay: float, warmup_steps: int | None, multimask_weight: float, iou_weight: float,
            unions: Mapping[str, Sequence[str]] | None, device: str, data_description: str,
-           log: Callable[[str], None] | None) -> dict[str, Any]:
+           init: str | Path | None, log: Callable[[str], None] | None) -> dict[str, Any]:
     from segment_anything.utils.transforms import ResizeLongestSide
 
     from medclipsam.models.sam import build_sam, load_sam, sam_architecture, save_sam_checkpoint
@@ -467,9 +479,18 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
     arch = sam_architecture(architecture)
     say = log or (lambda _msg: None)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_sam(arch)
+    init_record: dict[str, Any] | None = None
+    if init is not None:
+        # load_sam checks the file and its architecture and says what is wrong; then keep a copy to train
+        start = load_sam(f"{architecture}:{init}")
+        model = copy.deepcopy(start.model)
+        init_record = {"checkpoint": Path(init).name, "sha256": _sha256(Path(init))}
+        if start.card.get("training"):           # the starting model's own history, so the card tells it all
+            init_record["training"] = start.card["training"]
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_sam(arch)
     model.to(device)
     model.train()
     transform = ResizeLongestSide(arch.image_size)
@@ -487,7 +508,8 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
         t = (step - warm) / max(1, steps - warm)
         return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    say(f"training SAM '{arch.name}' ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) "
+    say(f"training SAM '{arch.name}' ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
+        f"{', from ' + init_record['checkpoint'] if init_record else ''}) "
         f"on {len(train)} slices, {len(val_data)} held out; {steps} steps × {batch_size} images, seed {seed}, "
         f"{torch.get_num_threads()} threads, {device}")
     history: list[float] = []
@@ -573,6 +595,7 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
                     f"+ {iou_weight} × IoU-prediction MSE, on masks at the original resolution",
             "prompt_sampling": asdict(cfg),
             "union_targets": {k: list(v) for k, v in (unions or {}).items()},
+            "init": init_record or "random (torch.manual_seed(seed))",
             "threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
             "python": platform.python_version(),
         },
@@ -644,7 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="at most this many of each CT/MR series' 8 slices show its tumour (default 3)")
     ap.add_argument("--sampling", action="append", default=[], metavar="KEY=VALUE",
                     help="override a PromptSampling field, e.g. --sampling p_enlarge=0.5 (repeatable)")
+    ap.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                    help="start from this checkpoint of the same architecture (fine-tuning) instead of random weights")
     args = ap.parse_args(argv)
+    if args.init is not None and not args.init.is_file():
+        ap.error(f"--init {args.init}: no such checkpoint file; give a .pth written by this recipe")
     try:
         sampling = sampling_from_overrides(args.sampling)
     except ValueError as e:
@@ -670,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     m = train_demo_sam(train, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
                        log_every=args.log_every, architecture=args.architecture, val_data=val, unions=unions,
-                       threads=args.threads, device=args.device, sampling=sampling,
+                       threads=args.threads, device=args.device, sampling=sampling, init=args.init,
                        data_description=(f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}, "
                                          f"size={args.size}, shares={shares}, tumour_slices={args.tumour_slices})"
                                          f"; held out: training_slices(seed={args.seed + 1_000_003},"
