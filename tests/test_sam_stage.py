@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from medclipsam.prompts import VisualPrompts
 from medclipsam.sam_stage import SamSegmenter, SamStageConfig
@@ -129,3 +130,63 @@ def test_box_clip_cuts_each_mask_to_its_own_grown_box(segmenter, disk_image, mon
 def test_box_clip_rejects_values_outside_its_range(bad):
     with pytest.raises(Exception, match="sam.box_clip"):
         SamStageConfig(box_clip=bad)
+    with pytest.raises(Exception, match="sam.coarse_clip"):
+        SamStageConfig(coarse_clip=bad)
+
+
+def test_coarse_clip_cuts_the_mask_to_the_grown_coarse_mask(segmenter, disk_image, monkeypatch):
+    """With ``coarse_clip`` SAM's mask keeps only pixels within the margin (a fraction of the image's
+    longer side, in whole pixels) of the coarse mask; off (-1) by default."""
+    h, w = disk_image.shape[:2]
+    m = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    m[0, 0, 10:60, 10:60] = True
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", lambda *a, **k: (m, torch.ones(1, 1), None))
+    coarse = np.zeros((h, w), bool)
+    coarse[20:40, 20:40] = True
+    prompts = VisualPrompts(boxes=[[10, 10, 59, 59]], num_components=1)
+    assert segmenter.segment(prompts, coarse_mask=coarse).mask.sum() == 2500        # off: SAM's mask as it is
+    out = segmenter.segment(prompts, SamStageConfig(coarse_clip=0.0), coarse_mask=coarse).mask
+    assert np.array_equal(out, coarse)
+    px = 3
+    cfg = SamStageConfig(coarse_clip=px / max(h, w))
+    assert cfg.coarse_margin_px((h, w)) == px
+    out = segmenter.segment(prompts, cfg, coarse_mask=coarse).mask
+    dist = ndimage.distance_transform_edt(~coarse)
+    assert np.array_equal(out, m[0, 0].numpy() & (dist <= px))
+    assert out[17:43, 20:40].all() and not out[16, 30] and out.sum() < 26 * 26      # 3 px on each side, rounded corners
+    with pytest.raises(Exception, match="coarse mask"):                              # on, but nothing to cut to
+        segmenter.segment(prompts, cfg)
+    with pytest.raises(Exception, match="coarse mask"):
+        segmenter.segment(prompts, cfg, coarse_mask=coarse[:-1])
+
+
+def test_pipeline_and_volume_engine_hand_sam_their_coarse_mask(tiny_clip, tiny_sam, disk_image):
+    """Both callers of the SAM stage pass the coarse mask they made, so coarse_clip works in
+    ``segment`` (2D) and ``segment-series`` (volume engine) alike."""
+    from medclipsam.config import PipelineConfig
+    from medclipsam.pipeline import Pipeline
+    from medclipsam.volume import ArrayVolume
+    from medclipsam.volume.engine import VolumeConfig, VolumePipeline
+    from medclipsam.volume.presence import PresenceConfig
+
+    cfg = PipelineConfig.from_preset("v2", {"m2ib.layer": "2", "m2ib.steps": "3", "m2ib.samples": "2",
+                                            "sam.coarse_clip": "0"})
+    pipe = Pipeline(tiny_clip, tiny_sam, cfg)
+    seen = []
+    real = pipe.segmenter.segment
+
+    def spy(prompts, sam_cfg=None, coarse_mask=None):
+        seen.append(coarse_mask)
+        return real(prompts, sam_cfg, coarse_mask=coarse_mask)
+
+    pipe.segmenter.segment = spy
+    res = pipe.segment(disk_image, "bright disk")
+    assert res.found and len(seen) == 1 and np.array_equal(seen[0], res.coarse_mask)
+    assert res.mask.any() and not (res.mask & ~res.coarse_mask.astype(bool)).any()
+    from medclipsam.volume.geometry import Geometry
+
+    vol = np.repeat(disk_image[None, ..., 0].astype(np.float32), 3, axis=0)
+    src = ArrayVolume(vol, Geometry(vol.shape), modality="OT")
+    seen.clear()
+    VolumePipeline(pipe, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["bright disk"])
+    assert seen and all(c is not None and c.shape == disk_image.shape[:2] for c in seen)

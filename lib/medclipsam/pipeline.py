@@ -120,6 +120,6 @@ class Pipeline:
         with clock.stage("sam_encoder"):
             self.segmenter.set_image(rgb)
         with clock.stage("sam_decoder"):
-            out = self.segmenter.segment(visual, cfg.sam)
+            out = self.segmenter.segment(visual, cfg.sam, coarse_mask=coarse)
         clock.seconds["total"] = clock.total()
         return SegmentationResult(out.mask, True, saliency, coarse, visual, out, dict(clock.seconds))

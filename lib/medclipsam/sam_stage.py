@@ -8,6 +8,9 @@ largest connected components, K = the number of components of the coarse mask (a
 reference does). With ``box_clip`` ≥ 0 (off by default, as in the papers) each box's mask is cut to
 that box grown by ``box_clip`` × its sides: a box prompt says the target lies inside it, and a
 small SAM that spills into a low-contrast neighbour (liver around a hepatic lesion) is held to it.
+With ``coarse_clip`` ≥ 0 (off by default) the mask is also cut to the coarse mask grown by
+``coarse_clip`` × the image's longer side (rounded to whole pixels): SAM refines the outline, but
+not beyond where the saliency map put the target.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .errors import ConfigError, InputError
 from .postprocess import keep_largest_components
@@ -29,12 +33,18 @@ class SamStageConfig:
     keep_components: bool = True     # keep the K largest components of the union (K = coarse-mask components)
     connectivity: int = 8
     box_clip: float = -1.0           # ≥ 0: cut each box's mask to its box grown by this fraction of its sides (off: -1)
+    coarse_clip: float = -1.0        # ≥ 0: cut the mask to the coarse mask grown by this fraction of the image's
+                                     # longer side (off: -1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.box_clip, (int, float)) or isinstance(self.box_clip, bool) or \
-                not (self.box_clip == -1 or 0 <= self.box_clip <= 1):
-            raise ConfigError(f"sam.box_clip must be -1 (off) or a fraction of the box's sides in [0, 1], "
-                              f"got {self.box_clip!r}")
+        for name, limit in (("box_clip", "of the box's sides"), ("coarse_clip", "of the image's longer side")):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (value == -1 or 0 <= value <= 1):
+                raise ConfigError(f"sam.{name} must be -1 (off) or a fraction {limit} in [0, 1], got {value!r}")
+
+    def coarse_margin_px(self, shape: tuple[int, int]) -> int | None:
+        """``coarse_clip`` in pixels for an image of ``shape`` (None: off)."""
+        return None if self.coarse_clip < 0 else int(round(self.coarse_clip * max(shape)))
 
 
 @dataclass
@@ -100,11 +110,21 @@ class SamSegmenter:
         self._shape = embedding.original_size
 
     @torch.no_grad()
-    def segment(self, prompts: VisualPrompts, cfg: SamStageConfig | None = None) -> SamOutput:
+    def segment(self, prompts: VisualPrompts, cfg: SamStageConfig | None = None,
+                coarse_mask: np.ndarray | None = None) -> SamOutput:
+        """Decode ``prompts`` on the current image. ``coarse_mask`` (H×W, what the prompts came from) is
+        needed only with ``cfg.coarse_clip`` ≥ 0."""
         cfg = cfg or SamStageConfig()
         if self._shape is None:
             raise RuntimeError("call set_image() before segment()")
         h, w = self._shape
+        margin = cfg.coarse_margin_px((h, w))
+        if margin is not None:
+            if coarse_mask is None:
+                raise ConfigError("sam.coarse_clip is on but no coarse mask was given to SamSegmenter.segment(); "
+                                  "pass coarse_mask=, or set sam.coarse_clip=-1")
+            if np.shape(coarse_mask) != (h, w):
+                raise InputError(f"the coarse mask is {np.shape(coarse_mask)} but the image is {(h, w)}")
         if prompts.empty:
             return SamOutput(np.zeros((h, w), bool), [], 0)
         p = self.predictor
@@ -133,9 +153,18 @@ class SamSegmenter:
             chosen = chosen & _box_windows(prompts.boxes, cfg.box_clip, (h, w), chosen.device)
         scores = iou[rows, best].float().cpu().tolist()
         union = chosen.any(dim=0).cpu().numpy()
+        if margin is not None:
+            union &= near_mask(np.asarray(coarse_mask, bool), margin)
         if cfg.keep_components and prompts.num_components > 0 and union.any():
             union = keep_largest_components(union, prompts.num_components, connectivity=cfg.connectivity)
         return SamOutput(union.astype(bool), scores, int(chosen.shape[0]))
+
+
+def near_mask(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Pixels within ``margin`` pixels (Euclidean) of ``mask``: the mask itself for margin 0."""
+    if margin <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= margin
 
 
 def _box_windows(boxes: np.ndarray, margin: float, shape: tuple[int, int], device: torch.device) -> torch.Tensor:

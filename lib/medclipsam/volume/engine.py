@@ -478,7 +478,7 @@ class VolumePipeline:
                         if visual.empty:
                             continue
                         with self._autocast():
-                            out = segmenter.segment(visual, pcfg.sam)
+                            out = segmenter.segment(visual, pcfg.sam, coarse_mask=coarse)
                         if detail is not None:
                             detail.mask = out.mask
                         rec = run.records[p][i]
