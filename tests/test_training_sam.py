@@ -364,6 +364,8 @@ def test_init_fine_tunes_from_a_checkpoint_and_the_card_says_so(short_run, toy, 
     assert init["checkpoint"] == out.name
     assert init["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert init["training"]["seed"] == 3 and init["training"]["steps"] == STEPS     # the start's own history
+    assert "fine-tuned from " + out.name in json.loads(tuned.with_suffix(".json").read_text())["description"]
+    assert "from scratch" in json.loads(out.with_suffix(".json").read_text())["description"]
     scratch = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["training"]["init"]
     assert scratch.startswith("random")
 

@@ -579,8 +579,10 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
     }
     card = demo_card(
         f"demo SAM ({arch.name} architecture)",
-        description=(f"A SAM-architecture model ({arch.name}) trained from scratch by training/sam_demo.py on "
-                     f"synthetic slices with jittered box and point prompts; {DISCLAIMER}."),
+        description=(f"A SAM-architecture model ({arch.name}) "
+                     + (f"fine-tuned from {init_record['checkpoint']} (see training.init) " if init_record else
+                        "trained from scratch ")
+                     + f"by training/sam_demo.py on synthetic slices with jittered box and point prompts; {DISCLAIMER}."),
         load=f"load_sam(\"{spec}\")",
         checkpoint=out_path.name,
         architecture=arch.to_dict(),
