@@ -55,7 +55,7 @@ The shipped model (SAM 16, seventh round) is two runs of this recipe: SAM 14 = t
 (58 min). The fine-tune took tumour Dice (phantom_eval seeds 0 / 1 / 7, cards' settings, CLIP 15)
 from 0.684 / 0.726 / 0.743 to 0.758 / 0.828 / 0.842 together with ``sam.coarse_clip``, lungs from
 0.904 / 0.885 / 0.914 to 0.933 / 0.939 / 0.930; it was chosen over a 1000-step fine-tune on held-out
-seeds 100 / 101 (0.803 / 0.846 against 0.782 / 0.815). Before that, SAM 14 was Its loose training boxes (``p_enlarge`` 0.6, ``enlarge_max`` 1.0: the boxes the
+seeds 100 / 101 (0.803 / 0.846 against 0.782 / 0.815). SAM 14's loose training boxes (``p_enlarge`` 0.6, ``enlarge_max`` 1.0: the boxes the
 pipeline derives from the demo CLIP's coarse masks put a tumour's sides a median 0.22–0.35 of its
 size outside it) took end-to-end tumour Dice from 0.492 / 0.495 / 0.599 to 0.544 / 0.586 / 0.607
 at 2000 steps (SAM 13; phantom_eval seeds 0 / 1 / 7 with CLIP 13), lungs from 0.944 / 0.940 / 0.947
@@ -68,7 +68,6 @@ traced the box. 3000 steps (SAM 14, with CLIP 15): tumour 0.617 / 0.675 / 0.653 
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import importlib.util
 import json
@@ -486,9 +485,9 @@ def _train(data: Sequence[Slice], out_path: Path, *, steps: int, batch_size: int
 
     init_record: dict[str, Any] | None = None
     if init is not None:
-        # load_sam checks the file and its architecture and says what is wrong; then keep a copy to train
+        # load_sam checks the file and its architecture and says what is wrong; its fresh model is trained on
         start = load_sam(f"{architecture}:{init}")
-        model = copy.deepcopy(start.model)
+        model = start.model
         init_record = {"checkpoint": Path(init).name, "sha256": _sha256(Path(init))}
         if start.card.get("training"):           # the starting model's own history, so the card tells it all
             init_record["training"] = start.card["training"]

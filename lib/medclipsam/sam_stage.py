@@ -154,13 +154,13 @@ class SamSegmenter:
         scores = iou[rows, best].float().cpu().tolist()
         union = chosen.any(dim=0).cpu().numpy()
         if margin is not None:
-            union &= near_mask(np.asarray(coarse_mask, bool), margin)
+            union &= _near_mask(np.asarray(coarse_mask, bool), margin)
         if cfg.keep_components and prompts.num_components > 0 and union.any():
             union = keep_largest_components(union, prompts.num_components, connectivity=cfg.connectivity)
         return SamOutput(union.astype(bool), scores, int(chosen.shape[0]))
 
 
-def near_mask(mask: np.ndarray, margin: int) -> np.ndarray:
+def _near_mask(mask: np.ndarray, margin: int) -> np.ndarray:
     """Pixels within ``margin`` pixels (Euclidean) of ``mask``: the mask itself for margin 0."""
     if margin <= 0 or not mask.any():
         return mask.copy()
