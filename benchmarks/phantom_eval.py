@@ -8,7 +8,9 @@ and prints per target and series the Dice on the slices where the target is pres
 slice-level AUC of the presence gate's signal (image–text similarity) for the tumour, over all
 slices of all series (tumour slivers under 32 px excepted). "left lung" and "right lung" are run too,
 each alone, and reported on the line before the last (``left_lung_dice=… right_lung_dice=…``): the
-"lungs" Dice cannot tell a model that finds either lung for "left lung". Last line:
+"lungs" Dice cannot tell a model that finds either lung for "left lung". The Dice does not see a
+tumour label on a tumour-free slice; ``false_tumour_slices`` (the mean count of such slices per
+series) does. Last line:
 ``tumor_dice=<x> lung_dice=<y> gate_auc=<z>``. Goal: Dice ≥ 0.80 for both and AUC ≥ 0.90 for any seed.
 """
 
@@ -46,18 +48,20 @@ def dice_on_present_slices(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32, size: int = 128,
              device: str = "cpu", verbose: bool = True, overrides: dict[str, str] | None = None) -> dict[str, float]:
-    from medclipsam.config import PipelineConfig
+    from medclipsam.config import PipelineConfig, apply_overrides
     from medclipsam.demo import demo_pipeline_config
     from medclipsam.models import load_clip, load_sam
     from medclipsam.phantoms import ct_chest_series
     from medclipsam.pipeline import Pipeline
     from medclipsam.volume import ArrayVolume
-    from medclipsam.volume.engine import VolumePipeline
+    from medclipsam.volume.engine import VolumeConfig, VolumePipeline, split_volume_overrides
 
     clip, sam = load_clip(clip_spec, device=device), load_sam(sam_spec, device=device)
-    config: PipelineConfig = demo_pipeline_config(clip, sam, overrides=overrides)
-    engine = VolumePipeline(Pipeline(clip, sam, config))
+    pipeline_overrides, volume_overrides = split_volume_overrides(dict(overrides or {}))
+    config: PipelineConfig = demo_pipeline_config(clip, sam, overrides=pipeline_overrides)
+    engine = VolumePipeline(Pipeline(clip, sam, config), apply_overrides(VolumeConfig(), volume_overrides))
     dices: dict[str, list[float]] = {t: [] for t in TARGETS}
+    false_slices: list[int] = []
     sims, present = [], []
     for i in range(n):
         series = ct_chest_series(HELD_OUT_SEED_BASE + seed * 1000 + i, slices=slices, size=size)
@@ -70,16 +74,19 @@ def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32,
             dices[target].append(dice_on_present_slices(results[target].labels == 1, truth))
         area = series.labels["tumor"].reshape(len(src), -1).sum(axis=1)
         tumour = area > 0
+        labelled = (results["tumor"].labels == 1).reshape(len(src), -1).any(axis=1)
+        false_slices.append(int((labelled & ~tumour).sum()))
         decided = (area == 0) | (area >= SLIVER_PX * (size / 128) ** 2)      # slivers: neither present nor absent
         sims.extend(r.similarity for r, d in zip(results["tumor"].prompts[0].records, decided) if d)
         present.extend(tumour[decided].tolist())
         if verbose:
             print(f"series {i}: " + " ".join(f"{t.replace(' ', '_')}_dice={dices[t][-1]:.3f}" for t in TARGETS) +
-                  f" tumour_slices={int(tumour.sum())}/{len(src)} processed=" +
+                  f" tumour_slices={int(tumour.sum())}/{len(src)} false_tumour_slices={false_slices[-1]} processed=" +
                   "/".join(str(r.processed) for r in results.values()))
     return {"tumor_dice": float(np.mean(dices["tumor"])), "lung_dice": float(np.mean(dices["lungs"])),
             "left_lung_dice": float(np.mean(dices["left lung"])), "right_lung_dice": float(np.mean(dices["right lung"])),
-            "gate_auc": roc_auc(np.array(sims), np.array(present))}
+            "gate_auc": roc_auc(np.array(sims), np.array(present)),
+            "false_tumour_slices": float(np.mean(false_slices))}
 
 
 def main() -> None:
@@ -106,6 +113,8 @@ def main() -> None:
     t0 = time.perf_counter()
     m = evaluate(args.seed, args.n, args.clip, args.sam, device=args.device, overrides=overrides)
     print(f"seconds: {time.perf_counter() - t0:.1f}")
+    print(f"false_tumour_slices={m['false_tumour_slices']:.2f} (per series: tumour-free slices given a tumour label; "
+          "not in the Dice)")
     print(f"left_lung_dice={m['left_lung_dice']:.3f} right_lung_dice={m['right_lung_dice']:.3f}")
     print(f"tumor_dice={m['tumor_dice']:.3f} lung_dice={m['lung_dice']:.3f} gate_auc={m['gate_auc']:.3f}")
 

@@ -41,7 +41,7 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
     ser.add_argument("--device", default="cpu", help="cpu or cuda")
     ser.add_argument("--batch-size", type=int, default=0, help="SAM slices per batch (0: CPU 1, CUDA fitted to memory)")
     ser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a pipeline setting, e.g. m2ib.beta=2, consistency.keep=largest, "
+                     help="override a pipeline setting, e.g. m2ib.beta=2, consistency.keep=largest, propagation.enabled=false, "
                           "presence.saliency_ratio=0, reorient=false (slices shown to the models as stored, "
                           "not in radiological orientation) (repeatable)")
     ser.add_argument("--report", metavar="FILE.json", help="also write a JSON report (per-slice similarity, gate, masks)")
@@ -50,18 +50,12 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
     ser.set_defaults(func=cmd_segment_series)
 
 
-def _split_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Volume settings (presence.*, consistency.*, reorient) apart from the 2D pipeline's."""
-    volume = {k: v for k, v in pairs.items() if k.split(".", 1)[0] in ("presence", "consistency", "reorient")}
-    return {k: v for k, v in pairs.items() if k not in volume}, volume
-
-
 def cmd_segment_series(args: argparse.Namespace) -> int:
     from .cli import _device, _warn, with_model_recommendations
     from .config import PipelineConfig, apply_overrides, parse_overrides
     from .dicom.seg import EmptySegmentationError
     from .io import write_json
-    from .volume.engine import VolumeConfig, VolumePipeline, parse_roi, parse_slice_range
+    from .volume.engine import VolumeConfig, VolumePipeline, parse_roi, parse_slice_range, split_volume_overrides
     from .volume.inputs import close_volume, open_volume
     from .volume.outputs import check_output, write_result
 
@@ -81,7 +75,7 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         raise InputError("a text prompt is empty; give the target in words, e.g. --prompt \"left lung\"")
     if not args.out:
         raise InputError("no output given; pass --out FILE.nii.gz | FILE.nrrd | FILE.dcm")
-    pipeline_overrides, volume_overrides = _split_overrides(parse_overrides(args.set))
+    pipeline_overrides, volume_overrides = split_volume_overrides(parse_overrides(args.set))
     if args.presence_threshold is not None:
         volume_overrides["presence.threshold"] = repr(args.presence_threshold)
     if args.no_gate:

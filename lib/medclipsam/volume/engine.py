@@ -16,6 +16,9 @@ Per series, with the 2D pipeline's stages (:class:`~medclipsam.pipeline.Pipeline
 4. **SAM pass** — only on slices judged present: saliency map → coarse mask → visual prompts →
    SAM, the SAM image embedding computed once per slice for all prompts, in batches.
 5. **3D consistency** per prompt (:mod:`.consistency`).
+6. **Propagation** per prompt (:mod:`.propagation`): SAM prompted with a segmented slice's boxes on
+   the empty slice beside it, kept only where the target looks like it is ending — a tumour's
+   poles, which the whole-slice presence gate misses.
 
 Memory: slices are read, rendered and dropped one batch at a time; what is kept for the whole
 series is the label volume (one byte per voxel, one bit per prompt, up to 8 prompts) and a few
@@ -43,11 +46,12 @@ from ..errors import ConfigError, InputError
 from ..image import SquarePad, clip_input
 from ..pipeline import Pipeline
 from ..postprocess import make_coarse_mask
-from ..prompts import make_visual_prompts
+from ..prompts import VisualPrompts, make_visual_prompts
 from ..saliency import saliency_grid, saliency_map_from_grid
 from .consistency import ConsistencyConfig, ConsistencyReport, enforce_consistency
 from .display import AS_STORED, DisplayOrientation, display_orientation
 from .geometry import Geometry
+from .propagation import PropagationConfig, PropagationReport, judge, mask_boxes, run_ends
 from .presence import (PresenceConfig, SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
                        saliency_gate, similarity_gate)
 from .render import Window, choose_window, render_slice
@@ -62,6 +66,7 @@ SIMILARITY_BATCH_CUDA = 64
 class VolumeConfig:
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
     batch_size: int = 0                           # SAM slices per batch; 0: CPU 1, CUDA fitted to free memory
     slice_range: tuple[int, int] | None = None    # [start, stop) in sorted slice order; None: all
     roi: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) pixels (columns, rows) of the stored grid,
@@ -105,6 +110,15 @@ def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
     except ValueError:
         raise ConfigError(f"ROI {text!r} must be X0,Y0,X1,Y1 in pixels (column/row, X1 and Y1 exclusive)") from None
     return values  # type: ignore[return-value]
+
+
+VOLUME_SETTINGS = ("presence", "consistency", "propagation", "reorient")
+
+
+def split_volume_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``KEY=VALUE`` settings → (the 2D pipeline's, the volume engine's: :data:`VOLUME_SETTINGS`)."""
+    volume = {k: v for k, v in pairs.items() if k.split(".", 1)[0] in VOLUME_SETTINGS}
+    return {k: v for k, v in pairs.items() if k not in volume}, volume
 
 
 def _resolve_range(cfg: VolumeConfig, n: int) -> tuple[int, int]:
@@ -223,6 +237,7 @@ class PromptResult:
     consistency: ConsistencyReport
     voxels: int = 0
     window: Window | None = None
+    propagation: PropagationReport = field(default_factory=PropagationReport)
 
     @property
     def name(self) -> str:
@@ -236,11 +251,12 @@ class PromptResult:
             "slices_present": [r.index for r in self.records if r.present],
             "slices_with_mask": [r.index for r in self.records if r.found],
             "consistency": self.consistency.to_dict(),
+            "propagation": self.propagation.to_dict(),
             "per_slice": [{"slice": r.index, "similarity": round(r.similarity, 6),
                            "passed_similarity": r.passed_similarity,
                            "raw_saliency_peak": None if r.raw_saliency_peak is None else round(r.raw_saliency_peak, 6),
                            "present": r.present, "confident": r.confident, "found": r.found,
-                           "mask_pixels": r.mask_pixels} for r in self.records],
+                           "propagated": r.propagated, "mask_pixels": r.mask_pixels} for r in self.records],
         }
 
 
@@ -307,6 +323,11 @@ class _Run:
     def add_seconds(self, stage: str, value: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + value
 
+    def rendered(self, k: int, win: Window) -> np.ndarray:
+        """Slice ``k`` as the models see it: rendered with ``win``, the ROI cut, reoriented for display."""
+        rs, cs = self.region
+        return self.orientation.apply(render_slice(self.src.read_slice(k), win)[rs, cs])
+
 
 class VolumePipeline:
     """Runs a :class:`~medclipsam.pipeline.Pipeline` over a volume, slice by slice (module docstring)."""
@@ -366,6 +387,13 @@ class VolumePipeline:
             conf_full[start:stop] = run.confident[:, p]
             reports.append(enforce_consistency(run.labels.stack(p), cfg.consistency, conf_full))
         run.add_seconds("consistency", time.perf_counter() - tc)
+        tp = time.perf_counter()
+        propagated = [PropagationReport() for _ in items]
+        if cfg.propagation.enabled:
+            embeddings: dict[tuple, Any] = {}
+            for p in range(len(items)):
+                propagated[p] = self._propagate(run, p, windows[p], embeddings)
+            run.add_seconds("propagation", time.perf_counter() - tp)
 
         label_map, overlaps = run.labels.to_label_map()
         for (i, j), count in sorted(overlaps.items()):
@@ -377,7 +405,7 @@ class VolumePipeline:
         results = []
         for p, item in enumerate(items):
             results.append(PromptResult(item, p + 1, run.gates[p], run.records[p], reports[p], int(voxels[p + 1]),
-                                        windows[p]))
+                                        windows[p], propagated[p]))
         processed = int(run.present.any(axis=1).sum())
         run.seconds["total"] = time.perf_counter() - t0
         return VolumeResult(label_map, src.geometry, results, windows[0], len(run.indices), processed,
@@ -396,7 +424,7 @@ class VolumePipeline:
         text_matrix = torch.cat([texts[p] for p in members], dim=0).to(clip.device)      # M × D
 
         def rendered(k: int) -> np.ndarray:       # what the models see: the ROI, reoriented for display
-            return run.orientation.apply(render_slice(run.src.read_slice(k), win)[rs, cs])
+            return run.rendered(k, win)
 
         bar = dict(disable=not run.progress, unit="slice", leave=False)
         label = f" [{win.preset}]" if len(members) < len(run.items) else ""     # several windows: say which
@@ -490,6 +518,49 @@ class VolumePipeline:
                 del embeddings
         run.add_seconds("sam", time.perf_counter() - tsam)
 
+    def _propagate(self, run: "_Run", p: int, win: Window, embeddings: dict[tuple, Any]) -> PropagationReport:
+        """Stage 6 for prompt ``p`` (module :mod:`.propagation`), in place on its label bits."""
+        pc = self.config.propagation
+        stack, (rs, cs) = run.labels.stack(p), run.region
+        lo, hi = run.indices[0], run.indices[-1] + 1
+        sam_cfg = dataclasses.replace(self.pipeline.config.sam, coarse_clip=-1.0)     # no coarse mask here
+        segmenter = self.pipeline.segmenter
+        report = PropagationReport()
+
+        def seen(k: int) -> tuple[np.ndarray, np.ndarray]:     # (RGB as the models see it, its grey levels)
+            rgb = run.rendered(k, win)
+            return rgb, rgb.astype(np.float32).mean(axis=2)
+
+        for first, direction in run_ends(np.array([stack.any(k) for k in range(lo, hi)])):
+            source_k = lo + first
+            source = run.orientation.apply(stack.get(source_k)[rs, cs])
+            grey_source = seen(source_k)[1]
+            for _step in range(pc.max_slices):
+                k = source_k + direction
+                if not lo <= k < hi or stack.any(k):
+                    break
+                rgb, grey = seen(k)
+                key = (win.preset, win.low, win.high, win.invert, k)
+                if key not in embeddings:
+                    with torch.no_grad(), self._autocast():
+                        embeddings[key] = segmenter.encode([rgb])[0]
+                segmenter.set_embedding(embeddings[key])
+                boxes = mask_boxes(source)
+                with self._autocast():
+                    out = segmenter.segment(VisualPrompts(boxes=boxes, num_components=len(boxes)), sam_cfg)
+                why = judge(out.mask, source, grey, grey_source, pc)
+                if why is not None:
+                    report.rejected[k] = why
+                    break
+                stack.or_region(k, rs, cs, run.orientation.invert(out.mask))
+                rec = run.records[p][k - lo]
+                rec.found, rec.propagated, rec.mask_pixels = True, True, int(out.mask.sum())
+                report.rejected.pop(k, None)
+                report.added_slices.append(k)
+                source, grey_source, source_k = out.mask, grey, k
+        report.added_slices.sort()
+        return report
+
     def _pick_inspected(self, run: "_Run", members: list[int], rendered) -> None:
         """Up to ``inspect`` present slices per prompt, evenly spread, plus one judged absent."""
         for p in members:
@@ -524,5 +595,5 @@ class VolumePipeline:
         return items
 
 
-__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "fit_batch_size",
+__all__ = ["VolumeConfig", "VolumePipeline", "split_volume_overrides", "VOLUME_SETTINGS", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "fit_batch_size",
            "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]

@@ -159,5 +159,6 @@ class SliceRecord:
     present: bool = False
     confident: bool = False
     found: bool = False
+    propagated: bool = False             # the mask came from a neighbouring slice's (stage 6), not this slice's gate
     mask_pixels: int = 0
     extras: dict[str, Any] = field(default_factory=dict)

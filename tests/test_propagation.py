@@ -1,0 +1,104 @@
+"""Stage 6 of the slice engine: propagation into the neighbouring slices a target's mask missed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medclipsam.errors import ConfigError
+from medclipsam.volume.propagation import PropagationConfig, contrast, judge, mask_boxes, run_ends
+
+
+def _disk(radius: float, size: int = 48, centre=(24, 24)) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def _slice_with(mask: np.ndarray, inside: float = 200.0, outside: float = 60.0) -> np.ndarray:
+    return np.where(mask, inside, outside).astype(np.float32)
+
+
+def test_run_ends_lists_every_segmented_slice_beside_an_empty_one():
+    assert run_ends(np.array([0, 1, 1, 0, 1, 0], bool)) == [(1, -1), (2, 1), (4, -1), (4, 1)]
+    assert run_ends(np.array([1, 1, 1], bool)) == []           # nothing empty within range
+    assert run_ends(np.zeros(4, bool)) == []
+
+
+def test_mask_boxes_one_inclusive_box_per_component():
+    m = np.zeros((20, 30), bool)
+    m[2:5, 3:9] = True
+    m[10:18, 20:22] = True
+    assert mask_boxes(m).tolist() == [[3, 2, 8, 4], [20, 10, 21, 17]]
+    assert mask_boxes(np.zeros((5, 5), bool)).shape == (0, 4)
+
+
+def test_contrast_is_inside_minus_ring():
+    m = _disk(6)
+    assert contrast(m, _slice_with(m), ring_px=3) == pytest.approx(140.0)
+    assert contrast(m, _slice_with(m, 20.0, 60.0), ring_px=3) == pytest.approx(-40.0)
+    assert contrast(np.zeros_like(m), _slice_with(m), 3) == 0.0
+
+
+def test_judge_keeps_a_target_that_tapers_and_rejects_what_does_not_look_like_it():
+    cfg = PropagationConfig()
+    source = _disk(8)
+    grey_source = _slice_with(source)
+    pole = _disk(5)
+    assert judge(pole, source, _slice_with(pole), grey_source, cfg) is None       # smaller, inside, same contrast
+    # the box carried onto a slice past the pole holds tissue that does not stand out
+    flat = np.full(source.shape, 60.0, np.float32)
+    assert "contrast" in judge(pole, source, flat, grey_source, cfg)
+    # an opposite contrast (a dark structure under a bright target's box) is not the target either
+    assert "contrast" in judge(pole, source, _slice_with(pole, 10.0, 60.0), grey_source, cfg)
+    assert "area" in judge(_disk(8.5), source, _slice_with(_disk(8.5)), grey_source, cfg)   # not shrinking
+    assert "area" in judge(_disk(2), source, _slice_with(_disk(2)), grey_source, cfg)        # a speck
+    away = _disk(5, centre=(10, 36))
+    assert "inside" in judge(away, source, _slice_with(away), grey_source, cfg)
+    assert "stands out" in judge(pole, source, _slice_with(pole), np.full(source.shape, 60.0, np.float32), cfg)
+    assert judge(np.zeros_like(source), source, flat, grey_source, cfg) == "SAM found nothing"
+
+
+@pytest.mark.parametrize("key, value, word", [("max_slices", 0, "max_slices"), ("min_area_ratio", 1.2, "min_area_ratio"),
+                                              ("min_overlap", 1.5, "min_overlap"), ("min_contrast", -1, "min_contrast"),
+                                              ("ring_px", 0, "ring_px")])
+def test_config_errors_name_the_setting(key, value, word):
+    with pytest.raises(ConfigError, match=word):
+        PropagationConfig(**{key: value})
+
+
+@pytest.fixture(scope="module")
+def pole_case():
+    """Held-out phantom 10 003 (``phantom_eval --seed 0``, series 3): a left-lung tumour on slices 13–18
+    whose first full slice (14, 291 px) the demo pipeline loses without propagation."""
+    from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config
+    from medclipsam.models import load_clip, load_sam
+    from medclipsam.phantoms import ct_chest_series
+    from medclipsam.pipeline import Pipeline
+    from medclipsam.volume import ArrayVolume
+
+    check_demo_models()
+    clip, sam = load_clip(DEMO_CLIP), load_sam(DEMO_SAM)
+    series = ct_chest_series(10_003)
+    src = ArrayVolume(series.values, series.geometry, modality=series.modality, description="phantom 10003")
+    return Pipeline(clip, sam, demo_pipeline_config(clip, sam)), src, series.labels["tumor"]
+
+
+def test_propagation_recovers_the_slice_the_gate_lost(pole_case):
+    from medclipsam.volume.engine import VolumeConfig, VolumePipeline
+
+    pipeline, src, truth = pole_case
+    off = VolumePipeline(pipeline, VolumeConfig(propagation=PropagationConfig(enabled=False))).run(src, ["tumor"])
+    on = VolumePipeline(pipeline).run(src, ["tumor"])
+    assert truth[14].sum() > 200 and not (off.labels[14] == 1).any()
+    got = on.labels[14] == 1
+    assert 2 * (got & truth[14]).sum() / (got.sum() + truth[14].sum()) > 0.75
+    report = on.prompts[0].propagation
+    assert 14 in report.added_slices and on.prompts[0].records[14].propagated
+    assert set(report.added_slices) <= set(np.flatnonzero(truth.reshape(len(truth), -1).any(axis=1)))
+    assert all(reason for reason in report.rejected.values())        # every rejection says why
+    # only the added slices changed
+    changed = np.flatnonzero(((on.labels == 1) != (off.labels == 1)).reshape(len(truth), -1).any(axis=1))
+    assert set(changed) == set(report.added_slices)
+    summary = on.summary()["prompts"][0]
+    assert summary["propagation"]["added_slices"] == report.added_slices
+    assert [s["slice"] for s in summary["per_slice"] if s["propagated"]] == report.added_slices
