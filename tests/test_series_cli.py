@@ -3,6 +3,7 @@ input stopping with a clear message, a non-zero exit and no output file."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -67,7 +68,9 @@ def test_label_volume_in_the_source_geometry(series, tmp_path, capsys, suffix):
     assert np.allclose(img.GetOrigin(), [float(v) for v in first.ImagePositionPatient], atol=1e-4)
     assert np.allclose(img.GetDirection(), np.eye(3).ravel())
     assert arr.any() and set(np.unique(arr)) <= {0, 1}
-    assert (tmp_path / "report.json").is_file()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["volume_config"]["propagation"]["enabled"] is True        # the settings the run used
+    assert "propagation" in report["prompts"][0]
 
 
 def test_geometry_matches_simpleitk_on_a_real_ct_series(tmp_path, capsys):

@@ -5,6 +5,7 @@ done by :class:`medclipsam.volume.engine.VolumePipeline`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -122,14 +123,16 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         for note in write_notes:
             print(f"note: {note}", file=sys.stderr)
         for p in result.prompts:
+            added = len(p.propagation.added_slices)
             print(f"label {p.label} {p.name!r}: {p.voxels} voxels on "
-                  f"{sum(r.found for r in p.records)} slices (presence: {p.gate.mode})")
+                  f"{sum(r.found for r in p.records)} slices (presence: {p.gate.mode}"
+                  + (f"; {added} added by propagation from a neighbouring slice" if added else "") + ")")
         print(f"output: {out} ({kind})")
         if args.report:
             report = {"tool": "medclipsam", "version": __version__, "command": "segment-series",
                       "input": [str(i) for i in args.input], "source": src.description, "output": str(out),
                       "models": pipeline.identity(), "warnings": pipeline.warnings(), "device": str(device),
-                      "config": config.to_dict(), **result.summary()}
+                      "config": config.to_dict(), "volume_config": dataclasses.asdict(vcfg), **result.summary()}
             print(f"report: {write_json(Path(args.report), report)}")
     finally:
         close_volume(src)
