@@ -67,31 +67,41 @@ def test_config_errors_name_the_setting(key, value, word):
 
 
 @pytest.fixture(scope="module")
-def pole_case():
-    """Held-out phantom 10 003 (``phantom_eval --seed 0``, series 3): a left-lung tumour on slices 13–18
-    whose first full slice (14, 291 px) the demo pipeline loses without propagation."""
+def demo_pipeline():
     from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config
     from medclipsam.models import load_clip, load_sam
-    from medclipsam.phantoms import ct_chest_series
     from medclipsam.pipeline import Pipeline
-    from medclipsam.volume import ArrayVolume
 
     check_demo_models()
     clip, sam = load_clip(DEMO_CLIP), load_sam(DEMO_SAM)
-    series = ct_chest_series(10_003)
-    src = ArrayVolume(series.values, series.geometry, modality=series.modality, description="phantom 10003")
-    return Pipeline(clip, sam, demo_pipeline_config(clip, sam)), src, series.labels["tumor"]
+    return Pipeline(clip, sam, demo_pipeline_config(clip, sam))
 
 
-def test_propagation_recovers_the_slice_the_gate_lost(pole_case):
+def _with_and_without(pipeline, seed: int):
+    """A held-out phantom (``phantom_eval --seed 0`` uses seeds 10 000–10 007) segmented for "tumor"
+    without and with propagation, and its tumour truth."""
+    from medclipsam.phantoms import ct_chest_series
+    from medclipsam.volume import ArrayVolume
     from medclipsam.volume.engine import VolumeConfig, VolumePipeline
 
-    pipeline, src, truth = pole_case
+    series = ct_chest_series(seed)
+    src = ArrayVolume(series.values, series.geometry, modality=series.modality, description=f"phantom {seed}")
     off = VolumePipeline(pipeline, VolumeConfig(propagation=PropagationConfig(enabled=False))).run(src, ["tumor"])
     on = VolumePipeline(pipeline).run(src, ["tumor"])
+    return off, on, series.labels["tumor"]
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / max(int(a.sum()) + int(b.sum()), 1)
+
+
+def test_propagation_recovers_the_slice_the_gate_lost(demo_pipeline):
+    """Phantom 10 003: a left-lung tumour on slices 13–18 whose first full slice (14, 291 px) the
+    demo pipeline loses without propagation (its mask there, on the wrong structure, is removed by
+    3D consistency)."""
+    off, on, truth = _with_and_without(demo_pipeline, 10_003)
     assert truth[14].sum() > 200 and not (off.labels[14] == 1).any()
-    got = on.labels[14] == 1
-    assert 2 * (got & truth[14]).sum() / (got.sum() + truth[14].sum()) > 0.75
+    assert _dice(on.labels[14] == 1, truth[14]) > 0.75
     report = on.prompts[0].propagation
     assert 14 in report.added_slices and on.prompts[0].records[14].propagated
     assert set(report.added_slices) <= set(np.flatnonzero(truth.reshape(len(truth), -1).any(axis=1)))
@@ -102,3 +112,14 @@ def test_propagation_recovers_the_slice_the_gate_lost(pole_case):
     summary = on.summary()["prompts"][0]
     assert summary["propagation"]["added_slices"] == report.added_slices
     assert [s["slice"] for s in summary["per_slice"] if s["propagated"]] == report.added_slices
+
+
+def test_propagated_masks_land_on_the_stored_grid_of_a_feet_first_series(demo_pipeline):
+    """Phantom 10 007 is feet first (the models see its slices flipped left-right): the hepatic
+    lesion's pole slice 22, judged absent by the gate, is recovered where the lesion is on the stored
+    grid (flipped back wrongly it would land on the other side of the body)."""
+    off, on, truth = _with_and_without(demo_pipeline, 10_007)
+    assert on.geometry.direction[0] < 0                               # feet first
+    assert truth[22].sum() > 100 and not (off.labels[22] == 1).any()
+    assert 22 in on.prompts[0].propagation.added_slices
+    assert _dice(on.labels[22] == 1, truth[22]) > 0.75
