@@ -348,6 +348,28 @@ def test_laterality_loss_rewards_the_prompt_naming_the_tokens_side():
     assert float(clip_demo.laterality_loss(right_way, cover, [])) == 0.0
 
 
+def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
+    # 2 images, 8 tokens, prompts (tumor, lungs); a tumour on token 1, the lungs on tokens 0-5
+    cover = torch.zeros(2, 8, 2)
+    cover[:, 1, 0] = 1.0
+    cover[:, :6, 1] = 1.0
+    known = torch.ones(2, 2, dtype=torch.bool)
+    on_target = torch.zeros(2, 8, 2)
+    on_target[:, 1, 0] = 6.0
+    mirrored = torch.zeros(2, 8, 2)
+    mirrored[:, 4, 0] = 6.0                     # the peak on another lung token
+    good, bad, flat = (float(clip_demo.mass_loss(x, cover, known)) for x in (on_target, mirrored, torch.zeros(2, 8, 2)))
+    assert flat == pytest.approx(np.log(8.0), abs=1e-5)       # the lungs take 6 of 8 tokens: not counted
+    assert good < 0.02 < flat < bad
+    # a target not known, or absent, takes no part; with nothing left the loss is 0
+    assert float(clip_demo.mass_loss(mirrored, cover, torch.zeros(2, 2, dtype=torch.bool))) == 0.0
+    half = known.clone()
+    half[1, 0] = False
+    assert float(clip_demo.mass_loss(mirrored, cover, half)) == pytest.approx(bad)
+    # max_share 1: the lungs' pairs count too (flat logits on their tokens: −log 6/8)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8 / 6)) / 2, abs=1e-5)
+
+
 def test_loss_weight_overrides_name_the_valid_terms():
     w = clip_demo.loss_weights_from_overrides(["laterality=0.3", " dense = 2"])
     assert w == {**clip_demo.LOSS_WEIGHTS, "laterality": 0.3, "dense": 2.0}
