@@ -366,8 +366,17 @@ def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
     half = known.clone()
     half[1, 0] = False
     assert float(clip_demo.mass_loss(mirrored, cover, half)) == pytest.approx(bad)
-    # max_share 1: the lungs' pairs count too (flat logits on their tokens: −log 6/8)
-    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8 / 6)) / 2, abs=1e-5)
+    # max_share 1: the lungs' pairs count too (flat logits: cross-entropy log 8)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8.0)) / 2, abs=1e-5)
+    # the map must spread over the whole target: all of it on one of the lungs' six tokens costs more
+    # than an even spread over the six
+    lungs = torch.zeros(1, 8, 1)
+    lungs[0, :6, 0] = 1.0
+    one_lung, spread = torch.zeros(1, 8, 1), torch.zeros(1, 8, 1)
+    one_lung[0, 0, 0] = 9.0
+    spread[0, :6, 0] = 9.0
+    ones = torch.ones(1, 1, dtype=torch.bool)
+    assert float(clip_demo.mass_loss(spread, lungs, ones, max_share=1.0)) < float(clip_demo.mass_loss(one_lung, lungs, ones, max_share=1.0)) - 1.0
 
 
 def test_loss_weight_overrides_name_the_valid_terms():

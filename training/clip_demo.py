@@ -345,15 +345,19 @@ def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, ma
     """Where the map's mass goes: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`. For each
     (slice, prompt) whose target is present (covers at least half a token) and takes at most
     ``max_share`` of the tokens, the softmax of the prompt's dense logits over the slice's tokens is
-    a saliency map; the loss is −log of the share of it on the target (each token counted by its
-    coverage). The balanced per-token :func:`dense_loss` lets a token elsewhere (the other lung at
-    a lung tumour's height) score nearly as high as the target's own; this term ranks the target's
-    tokens above every other token of the same slice, which is what the pointing game asks."""
+    a saliency map; the loss is its cross-entropy against the target's coverage spread evenly over
+    the target (q_t = cover_t / Σ cover). The balanced per-token :func:`dense_loss` lets a token
+    elsewhere (the other lung at a lung tumour's height) score nearly as high as the target's own;
+    this term ranks the target's tokens above every other token of the same slice, which is what
+    the pointing game asks, and — unlike −log of the map's share on the target, which was tried
+    first (RESULTS.md, ninth round) — it does not let the map sit on one part of the target (one
+    of the two lungs for "lungs")."""
     present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)      # B × P
     if not present.any():
         return logits.new_zeros(())
-    inside = torch.logsumexp(logits + torch.log(cover.clamp(min=1e-6)), dim=1)         # B × P
-    return (torch.logsumexp(logits, dim=1) - inside)[present].mean()
+    q = cover / cover.sum(dim=1, keepdim=True).clamp(min=1e-6)                          # B × T × P
+    ce = torch.logsumexp(logits, dim=1) - (q * logits).sum(dim=1)                       # B × P
+    return ce[present].mean()
 
 
 # the default weight of each loss term (train_demo_clip's ``weights`` overrides them). Laterality 0.3
