@@ -69,7 +69,8 @@ rendering window hides — a hepatic tumour in the lung window — is neither pr
 the caption names only what shows), ``--tune-beta N`` (M2IB's β for the card chosen on N held-out
 slices per target), ``--ct-share`` / ``--tumour-slices`` (the training mix), ``--device cuda``,
 ``--architecture NAME|FILE.json`` (e.g. the 4 px-token ViT tried on an H100, fifth round),
-``--loss-weight TERM=W`` (a term of :data:`LOSS_WEIGHTS`).
+``--loss-weight TERM=W`` (a term of :data:`LOSS_WEIGHTS`; ``mass``, the pointing term of
+:func:`mass_loss`, is 0 by default until a run with it is shipped — RESULTS.md, ninth round).
 
 Library: :func:`train_demo_clip`. CLI::
 
