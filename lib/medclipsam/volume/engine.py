@@ -354,10 +354,18 @@ class VolumePipeline:
         free, _total = torch.cuda.mem_get_info(self.device)
         return fit_batch_size(free, sam_bytes_per_slice(self.pipeline.sam.model), cfg.max_batch_size)
 
-    def run(self, src: VolumeSource, prompts: Sequence[str | Sequence[str]], window: str | None = None,
-            progress: bool = False) -> VolumeResult:
+    def run(self, src: VolumeSource, prompts: Sequence[str | Sequence[str]],
+            window: str | Sequence[str | None] | None = None, progress: bool = False) -> VolumeResult:
+        """Segment ``src`` for ``prompts`` (label i + 1 = prompt i). ``window``: a preset name (or
+        None / "auto": chosen from modality and prompt) for every prompt, or a list with one per prompt."""
         t0 = time.perf_counter()
         items = self._check_prompts(prompts)
+        if window is None or isinstance(window, str):
+            per_prompt = [window] * len(items)
+        else:
+            per_prompt = list(window)
+            if len(per_prompt) != len(items):
+                raise ConfigError(f"{len(per_prompt)} windows given for {len(items)} prompts; give one per prompt")
         cfg = self.config
         n, rows, cols = src.geometry.shape
         start, stop = _resolve_range(cfg, n)
@@ -371,7 +379,7 @@ class VolumePipeline:
 
         # one window per series and target: prompts that want different windows are rendered apart
         tw = time.perf_counter()
-        windows = [choose_window(src, [_name(item)], window) for item in items]
+        windows = [choose_window(src, [_name(item)], w) for item, w in zip(items, per_prompt)]
         run.add_seconds("window", time.perf_counter() - tw)
         groups: dict[tuple, list[int]] = {}
         for p, w in enumerate(windows):

@@ -227,3 +227,39 @@ def write_label(path: str | Path, labels: np.ndarray, geometry: Geometry, *,
     except OSError as e:
         raise InputError(f"cannot write {p}: {e.strerror or e}. Choose an output folder you can "
                          "write to") from None
+
+
+def write_image(path: str | Path, src, *, overwrite: bool = True) -> Path:
+    """Write a scalar :class:`~medclipsam.volume.source.VolumeSource` (e.g. a DICOM series) as a
+    NIfTI/NRRD image on its grid, atomically: int16 when every value is a whole number that fits
+    (CT in HU), else float32. Irregular and RGB series are refused (NIfTI holds one regular grid)."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise InputError(f"{p} already exists")
+    if getattr(src, "is_rgb", False):
+        raise InputError(f"{src.description}: colour images are not written as NIfTI volumes here")
+    if not src.geometry.regular:
+        raise InputError(f"{src.description} is not on a regular grid ({src.geometry.irregular_reason}); "
+                         "it cannot be stored as one NIfTI/NRRD volume")
+    array = np.stack([np.asarray(src.read_slice(k), dtype=np.float32) for k in range(len(src))])
+    whole = np.all(np.isfinite(array)) and np.all(array == np.round(array))
+    if whole and array.size and array.min() >= -32768 and array.max() <= 32767:
+        array = array.astype(np.int16)
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(array)
+    g = src.geometry
+    image.SetSpacing(tuple(float(s) for s in g.spacing))
+    image.SetOrigin(tuple(float(o) for o in g.origin))
+    image.SetDirection(tuple(float(d) for d in g.direction))
+
+    suffix = _file_suffix(p)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.partial{suffix}")     # ITK picks the format from the suffix
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, p)
+    except RuntimeError as e:
+        raise InputError(f"cannot write {p}: {_itk_message(e)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p

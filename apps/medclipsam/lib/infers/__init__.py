@@ -1,0 +1,3 @@
+from .medclipsam import MedClipSamInfer
+
+__all__ = ["MedClipSamInfer"]

@@ -1,0 +1,48 @@
+"""medclipsam's MONAI Label app: ``monailabel start_server --app apps/medclipsam --studies STUDIES``.
+
+Studies: a folder of NIfTI/NRRD volumes (MONAI Label's local datastore), a folder of DICOM series
+(ours: :class:`medclipsam.serving.dicom_datastore.DicomFolderDatastore`) or a DICOMweb URL (e.g.
+Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the demo models by default):
+
+    clip        CLIP model spec, e.g. local-dir:/models/biomedclip or hf-hub:microsoft/BiomedCLIP-...
+    sam         SAM spec, e.g. vit_h:/models/sam_vit_h_4b8939.pth
+    vocabulary  label vocabulary JSON (default: medclipsam's configs/vocabulary/default.json)
+    preset      v2 (default) or v1
+    datastore   auto (default) | nifti | dicom  — how a studies folder is read
+    dicom_cache where the DICOM-folder datastore keeps its NIfTI cache and labels (default <studies>/.medclipsam)
+
+Models load on the first inference, once per device. The wiring is thin; the work is in the
+``medclipsam`` package (``medclipsam.serving``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from monailabel.interfaces.app import MONAILabelApp
+
+from lib.infers import MedClipSamInfer
+from medclipsam.serving import app_setup
+
+logger = logging.getLogger(__name__)
+
+
+class MedClipSamApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        self.setup = app_setup.AppSetup.from_conf(app_dir, studies, conf)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medclipsam",
+                         description="Text-prompted zero-shot segmentation of DICOM series (MedCLIP-SAM)",
+                         version=app_setup.version())
+        app_setup.make_infer_nonblocking(lambda: list(self._infers))
+
+    def init_datastore(self):
+        return self.setup.datastore(default=super().init_datastore)
+
+    def init_infers(self):
+        return {"medclipsam": MedClipSamInfer(self.setup.segmenter, preset=self.setup.preset)}
+
+    def init_trainers(self):
+        return {}
+
+    def init_strategies(self):
+        return self.setup.strategies()

@@ -1,0 +1,130 @@
+"""What the MONAI Label app (``apps/medclipsam/main.py``) is made of, from its ``--conf`` pairs, and
+the known traps of MONAI Label 0.8.5 handled once here (``../shared/docs/monailabel.md`` §8):
+
+* **dcmqi download** — the DICOMweb datastore downloads dcmqi from GitHub at start-up unless
+  ``itkimage2segimage`` is on ``PATH``; the ``dcmqi`` wheel installs it beside the Python that runs
+  the server, so that folder is put on ``PATH``;
+* **PYTHONPATH** — async training/scoring subprocesses read ``os.environ["PYTHONPATH"]`` unguarded
+  (a KeyError leaves the task SUBMITTED for ever): set to the app folder when missing;
+* **MLflow tracking** — the default file-store tracking fails with mlflow 3 and MONAI 1.6: off
+  unless ``MONAI_LABEL_TRACKING_ENABLED`` is set;
+* **blocking inference** — :func:`make_infer_nonblocking` (:mod:`.routes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import ConfigError
+from .infer import ZeroShotSegmenter
+from .models import ModelCache
+from .vocabulary import Vocabulary, load_vocabulary
+
+logger = logging.getLogger(__name__)
+
+DATASTORE_KINDS = ("auto", "nifti", "dicom")
+NIFTI_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd")
+
+
+def version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def handle_environment_traps(app_dir: str | Path) -> list[str]:
+    """Fix the process environment for MONAI Label (module docstring); returns what was changed."""
+    changed = []
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = bin_dir + (os.pathsep + path if path else "")
+        changed.append(f"PATH += {bin_dir} (dcmqi's itkimage2segimage)")
+    if not os.environ.get("PYTHONPATH"):
+        os.environ["PYTHONPATH"] = str(Path(app_dir).resolve())
+        changed.append(f"PYTHONPATH = {os.environ['PYTHONPATH']}")
+    if "MONAI_LABEL_TRACKING_ENABLED" not in os.environ:
+        os.environ["MONAI_LABEL_TRACKING_ENABLED"] = "false"
+        try:
+            from monailabel.config import settings
+
+            settings.MONAI_LABEL_TRACKING_ENABLED = False
+        except ImportError:
+            pass
+        changed.append("MONAI_LABEL_TRACKING_ENABLED = false")
+    for c in changed:
+        logger.info("medclipsam: %s", c)
+    return changed
+
+
+def datastore_kind(studies: str, requested: str = "auto") -> str:
+    """``dicomweb`` for a URL; for a folder ``nifti`` when it holds NIfTI/NRRD files at its top
+    level, else ``dicom``; ``requested`` (nifti | dicom) overrides for folders."""
+    if studies.startswith(("http://", "https://")):
+        return "dicomweb"
+    if requested not in DATASTORE_KINDS:
+        raise ConfigError(f"--conf datastore {requested!r}; use one of {', '.join(DATASTORE_KINDS)}")
+    if requested != "auto":
+        return requested
+    folder = Path(studies)
+    if any(next(folder.glob(p), None) for p in NIFTI_PATTERNS):
+        return "nifti"
+    return "dicom"
+
+
+@dataclass
+class AppSetup:
+    app_dir: Path
+    studies: str
+    segmenter: ZeroShotSegmenter
+    vocabulary: Vocabulary
+    preset: str = "v2"
+    datastore_kind: str = "nifti"
+    dicom_cache: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_conf(cls, app_dir: str | Path, studies: str, conf: Mapping[str, Any]) -> "AppSetup":
+        from ..config import PRESETS
+
+        conf = {str(k): str(v) for k, v in (conf or {}).items()}
+        notes = handle_environment_traps(app_dir)
+        vocabulary = load_vocabulary(conf.get("vocabulary") or None)
+        preset = conf.get("preset", "v2")
+        PRESETS.get(preset)                              # unknown: the error lists the presets
+        models = ModelCache(conf.get("clip") or None, conf.get("sam") or None)
+        segmenter = ZeroShotSegmenter(models, vocabulary)
+        kind = datastore_kind(studies, conf.get("datastore", "auto"))
+        logger.info("medclipsam: CLIP %s, SAM %s (loaded on first inference), vocabulary %s, %s datastore",
+                    models.clip_spec, models.sam_spec, vocabulary.source, kind)
+        return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None, notes)
+
+    def datastore(self, default: Callable[[], Any]):
+        if self.datastore_kind == "dicom":
+            from monailabel.config import settings
+
+            from .dicom_datastore import DicomFolderDatastore
+
+            return DicomFolderDatastore(self.studies, self.dicom_cache, vocabulary=self.vocabulary,
+                                        auto_reload=False, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        return default()
+
+    def strategies(self) -> dict[str, Any]:
+        from monailabel.tasks.activelearning.first import First
+        from monailabel.tasks.activelearning.random import Random
+
+        return {"random": Random(), "first": First()}
+
+
+def make_infer_nonblocking(our_models: Callable[[], Iterable[str]]) -> bool:
+    """Install :func:`.routes.install_infer_route` on MONAI Label's FastAPI app (once)."""
+    from monailabel.app import app
+
+    from .routes import install_infer_route
+
+    return install_infer_route(app, our_models)

@@ -1,0 +1,159 @@
+"""A MONAI Label datastore over a local folder of DICOM series (MONAI Label's local datastore takes
+only flat NIfTI/NRRD files, ``../shared/docs/monailabel.md`` §4.1).
+
+``--studies /path/to/dicom`` (any nesting, any file names): every image series found (SR, SEG,
+RTSTRUCT, presentation states are skipped) is one image whose id is its SeriesInstanceUID. Beside
+the studies, in ``<studies>/.medclipsam/`` (or ``cache_dir``), the store keeps what MONAI Label
+needs:
+
+* ``images/<uid>.nii.gz`` — the series as a NIfTI volume on the series' own grid (what 3D Slicer
+  downloads), made once and remade when the series' files change;
+* ``images/<uid>/`` — links to the series' files, so the infer task segments the DICOM itself
+  (modality, window, DICOM SEG output; :mod:`medclipsam.serving.infer`);
+* ``labels/<tag>/<uid>.nii.gz`` — labels, as in MONAI Label's local datastore (``final``:
+  accepted labels, the training data);
+* ``dicom-seg/<uid>.dcm`` — every ``final`` label also as a DICOM SEG referencing the series
+  (our highdicom writer), for PACS import and other DICOM viewers.
+
+The DICOM files are only read. A series that cannot be stored as one volume (irregular spacing,
+colour) is left out with a log line naming it and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from monailabel.datastore.local import LocalDatastore
+
+from ..errors import MedClipSamError
+
+logger = logging.getLogger(__name__)
+
+STORE_DIR = ".medclipsam"
+MANIFEST = "series.json"
+
+
+def _files(root: Path, exclude: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if (d / n).resolve() != exclude.resolve() and not n.startswith("."))
+        out.extend(d / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def index_dicom_folder(studies: Path, store: Path) -> dict[str, dict[str, Any]]:
+    """Find the image series under ``studies`` and bring ``store/images`` up to date; returns
+    ``{uid: {"files": [...], "nifti": path, "description": ..., "modality": ...}}``."""
+    from ..dicom import read_series, scan_series
+    from ..volume.itk_io import write_image
+
+    images = store / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    manifest_path = store / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    files = _files(studies, store)
+    if not files:
+        logger.warning("medclipsam: no files under %s", studies)
+        return {}
+    try:
+        summaries = scan_series(files)
+    except MedClipSamError as e:
+        logger.warning("medclipsam: no DICOM image series under %s (%s)", studies, e)
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        uid = s.series_uid
+        if not uid:
+            logger.warning("medclipsam: a series without SeriesInstanceUID under %s is left out", studies)
+            continue
+        try:
+            series = read_series(files, series_uid=uid)
+        except MedClipSamError as e:
+            logger.warning("medclipsam: series %s left out: %s", uid, e)
+            continue
+        try:
+            paths = sorted({Path(ref.path).resolve() for ref in series.slices})
+            fp = _fingerprint(paths)
+            nifti = images / f"{uid}.nii.gz"
+            links = images / uid
+            if manifest.get(uid, {}).get("fingerprint") != fp or not nifti.is_file():
+                write_image(nifti, series)
+                if links.exists():
+                    for old in links.iterdir():
+                        old.unlink()
+                links.mkdir(exist_ok=True)
+                for i, f in enumerate(paths):
+                    (links / f"{i:05d}.dcm").symlink_to(f)
+        except MedClipSamError as e:
+            logger.warning("medclipsam: series %s left out: %s", uid, e)
+            continue
+        finally:
+            series.close()
+        out[uid] = {"files": [str(p) for p in paths], "fingerprint": fp, "nifti": str(nifti),
+                    "description": s.description, "modality": s.modality, "study_uid": s.study_uid}
+    tmp = manifest_path.with_suffix(".partial")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, manifest_path)
+    return out
+
+
+class DicomFolderDatastore(LocalDatastore):
+    """MONAI Label datastore over a local DICOM folder (module docstring)."""
+
+    def __init__(self, studies: str | Path, cache_dir: str | Path | None = None, *, vocabulary=None,
+                 auto_reload: bool = False, read_only: bool = False) -> None:
+        self.studies = Path(studies).resolve()
+        if not self.studies.is_dir():
+            raise MedClipSamError(f"studies folder {self.studies} not found; pass a folder of DICOM series")
+        self.store = Path(cache_dir).resolve() if cache_dir else self.studies / STORE_DIR
+        self.vocabulary = vocabulary
+        self.series = index_dicom_folder(self.studies, self.store)
+        super().__init__(str(self.store), images_dir="images", labels_dir="labels", extensions=("*.nii.gz",),
+                         auto_reload=auto_reload, read_only=read_only)
+        for uid, meta in self.series.items():
+            info = {k: meta[k] for k in ("description", "modality", "study_uid")}
+            try:
+                self.update_image_info(uid, {"dicom": info})
+            except Exception:                     # an image the base class has not indexed: skipped
+                logger.debug("no datastore entry for %s", uid)
+
+    def name(self) -> str:
+        return f"DICOM folder {self.studies}"
+
+    def dicom_dir(self, image_id: str) -> Path:
+        return self.store / "images" / image_id
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        label_id = super().save_label(image_id, label_filename, label_tag, label_info)
+        if label_tag == "final":
+            self._write_seg(image_id, self.get_label_uri(label_id, label_tag), label_info or {})
+        return label_id
+
+    def seg_path(self, image_id: str) -> Path:
+        return self.store / "dicom-seg" / f"{image_id}.dcm"
+
+    def _write_seg(self, image_id: str, label_path: str, label_info: dict[str, Any]) -> None:
+        from .labels import write_label_as_seg
+
+        try:
+            write_label_as_seg(self.dicom_dir(image_id), Path(label_path), self.seg_path(image_id),
+                               label_info.get("label_info"), self.vocabulary)
+        except MedClipSamError as e:
+            logger.warning("medclipsam: final label of %s saved, but no DICOM SEG written: %s", image_id, e)
