@@ -1,4 +1,4 @@
-"""Command line: ``medclipsam segment``, ``segment-series``, ``demo`` and ``evaluate``.
+"""Command line: ``medclipsam segment``, ``segment-series``, ``demo``, ``evaluate`` and ``check-weights``.
 
 The CLI only parses arguments, loads models and writes files; the work is done by
 :class:`medclipsam.pipeline.Pipeline` and :mod:`medclipsam.evaluation`.
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo_cli import add_parser as add_demo_parser
 
     add_demo_parser(sub)
+    from .check_weights import add_parser as add_check_parser
+
+    add_check_parser(sub, {"clip": DEFAULT_CLIP, "sam": DEFAULT_SAM})
 
     ev = sub.add_parser("evaluate", help="score predicted masks against ground truth (pairs files by name)")
     ev.add_argument("--pred", required=True, help="folder of predicted masks")

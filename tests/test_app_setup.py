@@ -1,0 +1,53 @@
+"""The app's set-up from ``--conf`` and the MONAI Label traps it handles (issue 5), without a server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from medclipsam.errors import ConfigError
+from medclipsam.serving.app_setup import AppSetup, datastore_kind, handle_environment_traps
+
+
+def test_conf_selects_models_vocabulary_and_preset_without_loading(tmp_path, monkeypatch):
+    voc = tmp_path / "v.json"
+    voc.write_text('{"labels": [{"name": "kidney"}]}')
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    s = AppSetup.from_conf(tmp_path, str(tmp_path), {"clip": "local-dir:/models/biomedclip",
+                                                     "sam": "vit_h:/models/sam_vit_h_4b8939.pth",
+                                                     "vocabulary": str(voc), "preset": "v1"})
+    assert s.segmenter.models.clip_spec == "local-dir:/models/biomedclip"
+    assert s.segmenter.models.sam_spec == "vit_h:/models/sam_vit_h_4b8939.pth"
+    assert s.segmenter.models.loads == 0                 # lazily: a training subprocess loads nothing
+    assert s.vocabulary.labels() == {"kidney": 1, "prompted": 2} and s.preset == "v1"
+    assert s.datastore_kind == "nifti"
+    with pytest.raises(ConfigError, match="preset"):
+        AppSetup.from_conf(tmp_path, str(tmp_path), {"preset": "v3"})
+
+
+def test_datastore_kind(tmp_path):
+    assert datastore_kind("http://pacs:8042/dicom-web") == "dicomweb"
+    assert datastore_kind(str(tmp_path)) == "dicom"
+    (tmp_path / "x.nrrd").write_bytes(b"")
+    assert datastore_kind(str(tmp_path)) == "nifti"
+    assert datastore_kind(str(tmp_path), "dicom") == "dicom"
+    with pytest.raises(ConfigError):
+        datastore_kind(str(tmp_path), "xnat")
+
+
+def test_environment_traps(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("PATH", "/usr/bin")
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.delenv("MONAI_LABEL_TRACKING_ENABLED", raising=False)
+    changed = handle_environment_traps(tmp_path)
+    assert os.environ["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert os.environ["PYTHONPATH"] == str(tmp_path.resolve())
+    assert os.environ["MONAI_LABEL_TRACKING_ENABLED"] == "false" and len(changed) == 3
+    import shutil
+
+    assert shutil.which("itkimage2segimage"), "dcmqi's converter is not beside this Python"
+    assert handle_environment_traps(tmp_path) == []        # idempotent
