@@ -24,6 +24,14 @@ def test_conf_selects_models_vocabulary_and_preset_without_loading(tmp_path, mon
     assert s.datastore_kind == "nifti"
     with pytest.raises(ConfigError, match="preset"):
         AppSetup.from_conf(tmp_path, str(tmp_path), {"preset": "v3"})
+    assert AppSetup.from_conf(tmp_path, str(tmp_path), {"device": "cpu"}).device == "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        from medclipsam.errors import InputError
+
+        with pytest.raises(InputError, match="CUDA is not available"):
+            AppSetup.from_conf(tmp_path, str(tmp_path), {"device": "cuda"})
 
 
 def test_datastore_kind(tmp_path):

@@ -8,6 +8,7 @@ Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the de
     sam         SAM spec, e.g. vit_h:/models/sam_vit_h_4b8939.pth
     vocabulary  label vocabulary JSON (default: medclipsam's configs/vocabulary/default.json)
     preset      v2 (default) or v1
+    device      default device of requests: cpu, cuda, cuda:1 (default: CUDA when present, else cpu)
     datastore   auto (default) | nifti | dicom  — how a studies folder is read
     dicom_cache where the DICOM-folder datastore keeps its NIfTI cache and labels (default <studies>/.medclipsam)
 
@@ -39,7 +40,8 @@ class MedClipSamApp(MONAILabelApp):
         return self.setup.datastore(default=super().init_datastore)
 
     def init_infers(self):
-        return {"medclipsam": MedClipSamInfer(self.setup.segmenter, preset=self.setup.preset)}
+        return {"medclipsam": MedClipSamInfer(self.setup.segmenter, preset=self.setup.preset,
+                                              device=self.setup.device)}
 
     def init_trainers(self):
         return {}

@@ -86,6 +86,7 @@ class AppSetup:
     preset: str = "v2"
     datastore_kind: str = "nifti"
     dicom_cache: str | None = None
+    device: str = ""                      # default device of requests ("" : CUDA when present, else CPU)
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -100,9 +101,15 @@ class AppSetup:
         models = ModelCache(conf.get("clip") or None, conf.get("sam") or None)
         segmenter = ZeroShotSegmenter(models, vocabulary)
         kind = datastore_kind(studies, conf.get("datastore", "auto"))
+        device = conf.get("device", "").strip()
+        if device:
+            from .models import resolve_device
+
+            resolve_device(device)                      # cuda where there is none fails at start-up
         logger.info("medclipsam: CLIP %s, SAM %s (loaded on first inference), vocabulary %s, %s datastore",
                     models.clip_spec, models.sam_spec, vocabulary.source, kind)
-        return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None, notes)
+        return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None,
+                   device, notes)
 
     def datastore(self, default: Callable[[], Any]):
         if self.datastore_kind == "dicom":

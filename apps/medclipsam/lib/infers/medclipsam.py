@@ -14,10 +14,12 @@ from medclipsam.serving.request import default_config
 
 
 class MedClipSamInfer(InferTask):
-    def __init__(self, segmenter: ZeroShotSegmenter, preset: str = "v2", description: str | None = None) -> None:
+    def __init__(self, segmenter: ZeroShotSegmenter, preset: str = "v2", device: str = "",
+                 description: str | None = None) -> None:
         config = default_config()
         config["preset"] = [preset] + [p for p in config["preset"] if p != preset]
-        config["device"] = device_list()
+        devices = device_list()
+        config["device"] = [device] + [d for d in devices if d != device] if device else devices
         super().__init__(
             type=InferType.SEGMENTATION,
             labels=segmenter.vocabulary.labels(),
