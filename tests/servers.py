@@ -71,13 +71,22 @@ def monailabel_server(studies: str | Path, workdir: Path, conf: dict[str, str] |
     e["PATH"] = f"{bin_dir}{os.pathsep}{e.get('PATH', '')}"
     e["OMP_NUM_THREADS"] = e.get("OMP_NUM_THREADS", "2")
     e.update(env or {})
+    with _service(cmd, workdir, "monailabel.log", port, "/info/", timeout, env=e) as url:
+        yield url
+
+
+@contextmanager
+def _service(cmd: list[str], workdir: Path, log_name: str, port: int, probe: str, timeout: float,
+             env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``cmd`` in ``workdir`` (output to ``log_name``) until ``probe`` answers on ``port``; yields the
+    base URL and stops the process afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "monailabel.log"
+    log = workdir / log_name
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=e, cwd=workdir)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{url}/info/", proc, log, timeout)
+        _wait(f"{url}{probe}", proc, log, timeout)
         yield url
     finally:
         _stop(proc)
@@ -107,15 +116,26 @@ def orthanc_server(workdir: Path, timeout: float = 60) -> Iterator[str]:
     }
     cfg = workdir / "orthanc.json"
     cfg.write_text(json.dumps(config))
-    log = workdir / "orthanc.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(f"{url}/system", proc, log, timeout)
+    with _service([ORTHANC, str(cfg)], workdir, "orthanc.log", port, "/system", timeout) as url:
         yield url
-    finally:
-        _stop(proc)
+
+
+def check_seg_response(response: requests.Response, series_uid: str, path: Path):
+    """A DICOM SEG answer of ``?output=dicom_seg``: saved to ``path``, referencing the series, valid
+    (dciodvfy, when installed); returns the data set."""
+    import pydicom
+
+    from medclipsam.dicom.validate import dciodvfy_available, validate_with_dciodvfy
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/dicom")
+    path.write_bytes(response.content)
+    seg = pydicom.dcmread(path)
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+    if dciodvfy_available():
+        report = validate_with_dciodvfy(path)
+        assert report.ok, report.errors
+    return seg
 
 
 def multipart(response: requests.Response) -> dict[str, bytes]:

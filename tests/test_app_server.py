@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 
-from servers import ROOT, monailabel_server, multipart
+from servers import ROOT, check_seg_response, monailabel_server, multipart
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"
 TRUTH = ROOT / "sample-data" / "phantoms" / "ct_chest_labels.nii.gz"
@@ -153,8 +153,6 @@ def test_info_answers_while_inferences_run_and_they_queue(nifti_server):
 def test_dicom_folder_datastore_infer_dicom_seg_and_final_label(dicom_server, tmp_path):
     import pydicom
 
-    from medclipsam.dicom.validate import dciodvfy_available, validate_with_dciodvfy
-
     url, studies = dicom_server
     uid = _series_uid()
     ds = requests.get(f"{url}/datastore/?output=all", timeout=10).json()
@@ -165,14 +163,7 @@ def test_dicom_folder_datastore_infer_dicom_seg_and_final_label(dicom_server, tm
     image = _volume(r.content, ".nii.gz", tmp_path)
     assert image.geometry.shape == (32, 128, 128)
     r = _infer(url, uid, {"prompt": "lungs", "slices": "8:24"}, output="dicom_seg")
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("application/dicom")
-    seg_path = tmp_path / "seg.dcm"
-    seg_path.write_bytes(r.content)
-    seg = pydicom.dcmread(seg_path)
-    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
-    if dciodvfy_available():
-        assert validate_with_dciodvfy(seg_path).ok
+    check_seg_response(r, uid, tmp_path / "seg.dcm")
     # Slicer's "Submit Label": the final label becomes training data and a DICOM SEG beside the studies
     from medclipsam.volume.itk_io import read_volume
 
