@@ -4,8 +4,9 @@ checkpoint ensemble (MedCLIP-SAMv2's weakly supervised stage, ``../shared/docs/a
 Network (:func:`build_network`): MONAI's 2D ``BasicUNet`` over slices (one input channel, one output
 per vocabulary class). 2D because the zero-shot labels are made slice by slice, the series in a
 PACS have any slice spacing, and it trains on a CPU in minutes; the paper's nnU-Net for these data
-is 2D too. Loss: Dice (without background) + cross-entropy, 1:1, as nnU-Net. Optimiser: SGD,
-Nesterov momentum 0.99, weight decay 3e-5 (nnU-Net's), learning rate from
+is 2D too. Loss: Dice (without background) + cross-entropy, 1:1, as nnU-Net. Optimiser: AdamW
+(default; weight decay 3e-5), or nnU-Net's SGD with Nesterov momentum 0.99 (``optimizer="sgd"``,
+which needs far more iterations than a CPU run affords); learning rate from
 :class:`~.schedule.CyclicSchedule` per iteration. AMP (bf16 autocast) on CUDA only.
 
 Output: a folder with one ``member_<epoch>.pt`` per ensemble checkpoint (the last
@@ -32,6 +33,7 @@ from .data import SliceSet, augment, sample_batch
 from .schedule import CyclicSchedule
 
 MANIFEST = "ensemble.json"
+OPTIMIZERS = ("adam", "sgd")
 FORMAT = "medclipsam-weak-ensemble/1"
 
 
@@ -49,10 +51,13 @@ class TrainConfig:
     batch_size: int = 16
     iterations_per_epoch: int = 25
     foreground_fraction: float = 0.33
+    optimizer: str = "adam"             # adam (converges in the few hundred iterations a CPU affords) | sgd
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         for name in ("size", "batch_size", "iterations_per_epoch"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1")
@@ -90,7 +95,10 @@ def train_ensemble(data: SliceSet, num_classes: int, out_dir: str | Path, cfg: T
     gen = torch.Generator().manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     net = build_network(num_classes, cfg.network).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=sched.lr_max, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=sched.lr_max, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=sched.lr_max, weight_decay=3e-5)
     loss_fn = loss_function()
     amp = device.type == "cuda"
     members, stats = [], []
