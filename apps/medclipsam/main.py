@@ -11,6 +11,7 @@ Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the de
     device      default device of requests: cpu, cuda, cuda:1 (default: CUDA when present, else cpu)
     datastore   auto (default) | nifti | dicom  — how a studies folder is read
     dicom_cache where the DICOM-folder datastore keeps its NIfTI cache and labels (default <studies>/.medclipsam)
+    auto_train_after  retrain medclipsam_weak after this many new final labels (default 5; 0: never)
 
 Models load on the first inference, once per device. The wiring is thin; the work is in the
 ``medclipsam`` package (``medclipsam.serving``).
@@ -22,7 +23,10 @@ import logging
 
 from monailabel.interfaces.app import MONAILabelApp
 
+from lib.activelearning import Uncertainty, UncertaintyScoring
 from lib.infers import MedClipSamInfer
+from lib.infers.medclipsam_weak import MedClipSamWeakInfer
+from lib.trainers import MedClipSamWeakTrain
 from medclipsam.serving import app_setup
 
 logger = logging.getLogger(__name__)
@@ -41,10 +45,19 @@ class MedClipSamApp(MONAILabelApp):
 
     def init_infers(self):
         return {"medclipsam": MedClipSamInfer(self.setup.segmenter, preset=self.setup.preset,
-                                              device=self.setup.device)}
+                                              device=self.setup.device),
+                "medclipsam_weak": MedClipSamWeakInfer(self.setup.weak_predictor, self.setup.vocabulary,
+                                                       self.datastore)}
 
     def init_trainers(self):
-        return {}
+        return {"medclipsam_weak": MedClipSamWeakTrain(str(self.setup.weak_model_dir), self.setup.vocabulary)}
 
     def init_strategies(self):
-        return self.setup.strategies()
+        return {**self.setup.strategies(), "uncertainty": Uncertainty(self.setup.weak_predictor)}
+
+    def init_scoring_methods(self):
+        return {"medclipsam_uncertainty": UncertaintyScoring(self.setup.weak_predictor)}
+
+    def on_save_label(self, image_id, label_id):
+        result = super().on_save_label(image_id, label_id) or {}
+        return {**result, **self.setup.after_label_saved(self.datastore(), self.async_training)}

@@ -87,7 +87,36 @@ class AppSetup:
     datastore_kind: str = "nifti"
     dicom_cache: str | None = None
     device: str = ""                      # default device of requests ("" : CUDA when present, else CPU)
+    auto_train_after: int = 5             # retrain medclipsam_weak after this many new final labels (0: never)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def weak_model_dir(self) -> Path:
+        return self.app_dir / "model" / "medclipsam_weak"
+
+    @property
+    def weak_predictor(self):
+        """The published ensemble of the weakly supervised model (loaded on first use)."""
+        if getattr(self, "_weak", None) is None:
+            from ..weak.ensemble import EnsemblePredictor
+            from ..weak.service import ensemble_dir
+
+            self._weak = EnsemblePredictor(ensemble_dir(self.weak_model_dir))
+        return self._weak
+
+    def after_label_saved(self, datastore, start_training: Callable[..., Any]) -> dict[str, Any]:
+        """After ``PUT /datastore/label``: start training ``medclipsam_weak`` (queued) when
+        ``auto_train_after`` new final labels have come since the published ensemble was trained."""
+        from ..weak.service import labels_since_training
+
+        if self.auto_train_after <= 0:
+            return {}
+        new = labels_since_training(datastore, self.weak_predictor)
+        if new < self.auto_train_after:
+            return {"medclipsam_weak": f"{new} of {self.auto_train_after} new final labels before retraining"}
+        task = start_training("medclipsam_weak", params={}, enqueue=True)
+        logger.info("medclipsam: %d new final labels, retraining medclipsam_weak", new)
+        return {"medclipsam_weak": f"{new} new final labels: retraining started", "train_task": task}
 
     @classmethod
     def from_conf(cls, app_dir: str | Path, studies: str, conf: Mapping[str, Any]) -> "AppSetup":
@@ -108,8 +137,12 @@ class AppSetup:
             resolve_device(device)                      # cuda where there is none fails at start-up
         logger.info("medclipsam: CLIP %s, SAM %s (loaded on first inference), vocabulary %s, %s datastore",
                     models.clip_spec, models.sam_spec, vocabulary.source, kind)
+        try:
+            auto_train = int(conf.get("auto_train_after", "5"))
+        except ValueError:
+            raise ConfigError(f"--conf auto_train_after {conf['auto_train_after']!r} is not a whole number") from None
         return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None,
-                   device, notes)
+                   device, auto_train, notes)
 
     def datastore(self, default: Callable[[], Any]):
         if self.datastore_kind == "dicom":

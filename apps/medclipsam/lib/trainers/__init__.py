@@ -1,0 +1,3 @@
+from .medclipsam_weak import MedClipSamWeakTrain
+
+__all__ = ["MedClipSamWeakTrain"]
