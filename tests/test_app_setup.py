@@ -59,3 +59,44 @@ def test_environment_traps(tmp_path, monkeypatch):
 
     assert shutil.which("itkimage2segimage"), "dcmqi's converter is not beside this Python"
     assert handle_environment_traps(tmp_path) == []        # idempotent
+
+
+class _Store:
+    """A datastore with final labels saved at the given times (what after_label_saved reads)."""
+
+    def __init__(self, ts):
+        self.ts = ts
+
+    def get_labeled_images(self):
+        return list(self.ts)
+
+    def get_label_by_image_id(self, image_id, tag):
+        return image_id
+
+    def get_label_info(self, label_id, tag):
+        return {"ts": self.ts[label_id]}
+
+
+def test_auto_training_starts_after_n_new_final_labels(tmp_path):
+    import time
+
+    s = AppSetup.from_conf(tmp_path, str(tmp_path), {"auto_train_after": "2"})
+    started = []
+
+    def start(model, params, enqueue):
+        started.append((model, enqueue))
+        return {"id": "task-1", "status": "SUBMITTED"}
+
+    now = time.time()
+    assert "1 of 2" in s.after_label_saved(_Store({"a": now}), start)["medclipsam_weak"] and not started
+    answer = s.after_label_saved(_Store({"a": now, "b": now}), start)
+    assert started == [("medclipsam_weak", True)] and "retraining started" in answer["medclipsam_weak"]
+    # labels older than the published ensemble do not count
+    ens = s.weak_predictor.folder
+    ens.mkdir(parents=True)
+    (ens / "ensemble.json").write_text("{}")
+    assert "0 of 2" in s.after_label_saved(_Store({"a": now - 100, "b": now - 100}), start)["medclipsam_weak"]
+    never = AppSetup.from_conf(tmp_path, str(tmp_path), {"auto_train_after": "0"})
+    assert never.after_label_saved(_Store({"a": now, "b": now, "c": now}), start) == {}
+    with pytest.raises(ConfigError, match="whole number"):
+        AppSetup.from_conf(tmp_path, str(tmp_path), {"auto_train_after": "five"})
