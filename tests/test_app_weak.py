@@ -38,7 +38,7 @@ def weak_server(tmp_path_factory):
         s = ct_chest_series(seed, slices=16, size=64)
         write_image(studies / f"study{seed}.nii.gz", ArrayVolume(s.values, s.geometry, modality="CT"))
         write_label(labels / f"study{seed}.nii.gz", s.label_volume(names), s.geometry)   # values 1..5 in `names` order
-    with monailabel_server(studies, root / "work", conf={"auto_train_after": "3"},
+    with monailabel_server(studies, root / "work", conf={"auto_train_after": "3", "model_dir": str(root / "model")},
                            env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as url:
         yield url, labels, root
 
@@ -105,3 +105,28 @@ def test_weak_model_invisible_until_trained_then_trains_infers_and_ranks(weak_se
     nxt = requests.post(f"{url}/activelearning/uncertainty", json={}, timeout=30).json()
     assert nxt["id"] == max(scores, key=scores.get) and nxt["uncertainty"] == pytest.approx(max(scores.values()))
     assert nxt["chosen_by"].startswith("highest ensemble uncertainty")
+
+
+def test_async_training_in_a_subprocess_publishes_a_new_ensemble(weak_server):
+    """Slicer's Train button: an async task in a subprocess that rebuilds the app (PYTHONPATH set by the
+    app, no CLIP/SAM loaded there); the next inference uses the newly published ensemble."""
+    import time
+
+    url, labels, root = weak_server
+    before = requests.get(f"{url}/info/", timeout=10).json()["train_stats"].get("medclipsam_weak", {})
+    r = requests.post(f"{url}/train/medclipsam_weak", json={**TRAIN, "epochs": 2, "cycles": 2}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "SUBMITTED", r.text
+    status = {}
+    for _ in range(200):
+        time.sleep(2)
+        status = requests.get(f"{url}/train/", timeout=10).json()
+        if status.get("status") in ("DONE", "ERROR"):
+            break
+    assert status.get("status") == "DONE", status
+    details = "\n".join(status.get("details", []))
+    assert "DEMO MODEL" not in details and "open_clip" not in details     # the subprocess loaded no CLIP/SAM
+    after = requests.get(f"{url}/info/", timeout=10).json()["train_stats"]["medclipsam_weak"]
+    assert after["finished"] != before.get("finished") and after["members"] == 2
+    r = requests.post(f"{url}/infer/medclipsam_weak?image=study{SEEDS[3]}&output=json", data={"params": "{}"},
+                      timeout=300)
+    assert r.status_code == 200 and r.json()["members"] == 2, r.text

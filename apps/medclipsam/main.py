@@ -12,6 +12,7 @@ Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the de
     datastore   auto (default) | nifti | dicom  — how a studies folder is read
     dicom_cache where the DICOM-folder datastore keeps its NIfTI cache and labels (default <studies>/.medclipsam)
     auto_train_after  retrain medclipsam_weak after this many new final labels (default 5; 0: never)
+    model_dir   where the retrained ensembles are kept (default apps/medclipsam/model)
 
 Models load on the first inference, once per device. The wiring is thin; the work is in the
 ``medclipsam`` package (``medclipsam.serving``).

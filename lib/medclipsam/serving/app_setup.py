@@ -88,11 +88,12 @@ class AppSetup:
     dicom_cache: str | None = None
     device: str = ""                      # default device of requests ("" : CUDA when present, else CPU)
     auto_train_after: int = 5             # retrain medclipsam_weak after this many new final labels (0: never)
+    model_dir: str | None = None          # where medclipsam_weak's ensembles go (default <app>/model)
     notes: list[str] = field(default_factory=list)
 
     @property
     def weak_model_dir(self) -> Path:
-        return self.app_dir / "model" / "medclipsam_weak"
+        return Path(self.model_dir or self.app_dir / "model") / "medclipsam_weak"
 
     @property
     def weak_predictor(self):
@@ -142,7 +143,7 @@ class AppSetup:
         except ValueError:
             raise ConfigError(f"--conf auto_train_after {conf['auto_train_after']!r} is not a whole number") from None
         return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None,
-                   device, auto_train, notes)
+                   device, auto_train, conf.get("model_dir") or None, notes)
 
     def datastore(self, default: Callable[[], Any]):
         if self.datastore_kind == "dicom":
