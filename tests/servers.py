@@ -65,7 +65,8 @@ def monailabel_server(studies: str | Path, workdir: Path, conf: dict[str, str] |
     bin_dir = Path(sys.executable).parent
     exe = bin_dir / "monailabel"
     cmd = [str(exe), "start_server", "--app", str(APP), "--studies", str(studies), "-i", "127.0.0.1", "-p", str(port)]
-    for k, v in (conf or {}).items():
+    conf = {"model_dir": str(workdir / "model"), **(conf or {})}      # never the repository's app folder
+    for k, v in conf.items():
         cmd += ["--conf", k, v]
     e = {k: v for k, v in os.environ.items() if not k.startswith("MONAI_LABEL") and k != "PYTHONPATH"}
     e["PATH"] = f"{bin_dir}{os.pathsep}{e.get('PATH', '')}"

@@ -38,7 +38,7 @@ def weak_server(tmp_path_factory):
         s = ct_chest_series(seed, slices=16, size=64)
         write_image(studies / f"study{seed}.nii.gz", ArrayVolume(s.values, s.geometry, modality="CT"))
         write_label(labels / f"study{seed}.nii.gz", s.label_volume(names), s.geometry)   # values 1..5 in `names` order
-    with monailabel_server(studies, root / "work", conf={"auto_train_after": "3", "model_dir": str(root / "model")},
+    with monailabel_server(studies, root / "work", conf={"auto_train_after": "3"},
                            env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as url:
         yield url, labels, root
 
