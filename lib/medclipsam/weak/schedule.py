@@ -20,8 +20,8 @@ from ..errors import ConfigError
 class CyclicSchedule:
     epochs: int                 # total epochs E
     cycles: int                 # D: E must be a multiple of D
-    lr_max: float = 1e-2
-    lr_min: float = 1e-4
+    lr_max: float = 3e-3       # AdamW's (the trainer's default); nnU-Net's SGD: 1e-2
+    lr_min: float = 3e-5
     keep_per_cycle: int = 2     # checkpoints kept at the end of each cycle (ensemble = cycles × keep)
 
     def __post_init__(self) -> None:
