@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--cycles", type=int, default=3)
     ap.add_argument("--keep", type=int, default=2, help="checkpoints kept at the end of each cycle")
-    ap.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
+    ap.add_argument("--iterations", type=int, default=40, help="iterations per epoch")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         c.append(dice(ens.labels == entry.value, truth))
         unc.append(ens.uncertainty)
         print(f"held-out series {i}: zero-shot {a[-1]:.3f} single {b[-1]:.3f} ensemble {c[-1]:.3f} "
-              f"uncertainty {unc[-1]:.4f} agreement {ens.member_agreement:.3f}", flush=True)
+              f"uncertainty {unc[-1]:.4f} mean entropy {ens.mean_entropy:.3f} agreement {ens.member_agreement:.3f}", flush=True)
     from scipy.stats import spearmanr
 
     rho = float(spearmanr(unc, 1.0 - np.asarray(c)).statistic) if np.ptp(c) > 0 and np.ptp(unc) > 0 else float("nan")

@@ -57,20 +57,19 @@ def test_augmentation_keeps_labels_on_the_image_and_never_mirrors():
     assert (y[:, :, :16] == 2).sum() > 10 * (y[:, :, 16:] == 2).sum()    # stays on the left
 
 
-def test_entropy_and_study_uncertainty():
-    from medclipsam.weak.uncertainty import entropy_map, region_in_question, study_uncertainty
+def test_entropy_mutual_information_and_study_uncertainty():
+    from medclipsam.weak.uncertainty import entropy_map, mutual_information, study_uncertainty
 
     sure = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])              # (C=3, 2 voxels)
     assert torch.allclose(entropy_map(sure), torch.zeros(2), atol=1e-6)
     assert torch.allclose(entropy_map(torch.full((3, 2), 1 / 3)), torch.ones(2))
-    label = np.zeros((1, 8, 8), np.uint8)
-    label[0, 3:5, 3:5] = 1
-    region = region_in_question(label, np.zeros_like(label, bool), margin=1)
-    assert region.sum() == 16 and not region[0, 0, 0]
-    ent = np.zeros((1, 8, 8), np.float32)
-    ent[0, 3, 3] = 1.0
-    assert study_uncertainty(ent, region) == pytest.approx(1 / 16)
-    assert study_uncertainty(ent, np.zeros_like(region)) == 0.0
+    blur = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.0, 0.0]])
+    # members that blur alike: entropy, no disagreement; members that contradict: disagreement
+    assert torch.allclose(mutual_information(torch.stack([blur, blur])), torch.zeros(2), atol=1e-6)
+    a, b = torch.tensor([[1.0], [0.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0]])
+    mi = mutual_information(torch.stack([a, b]))
+    assert mi.item() == pytest.approx(np.log(2) / np.log(3), abs=1e-5)
+    assert study_uncertainty(3.0, 6) == 0.5 and study_uncertainty(0.2, 0) == 0.2
 
 
 def test_short_ensemble_training_publish_and_predict(tmp_path):
@@ -103,7 +102,7 @@ def test_short_ensemble_training_publish_and_predict(tmp_path):
     lungs_pred, lungs_true = np.isin(result.labels, [2, 3]), np.isin(lab, [2, 3])
     dice = 2 * (lungs_pred & lungs_true).sum() / (lungs_pred.sum() + lungs_true.sum())
     assert dice > 0.8, dice
-    assert 0.0 < result.uncertainty < 1.0 and 0.0 <= result.member_agreement <= 1.0
+    assert result.uncertainty > 0.0 and 0.0 < result.mean_entropy < 1.0 and 0.0 <= result.member_agreement <= 1.0
     assert predictor.loads == 1
     predictor(vol)
     assert predictor.loads == 1                 # unchanged ensemble: not reloaded

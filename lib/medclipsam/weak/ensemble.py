@@ -1,5 +1,6 @@
 """Inference with the checkpoint ensemble: the mean of the members' class probabilities, its label,
-a per-voxel entropy map and one uncertainty number per study (:mod:`.uncertainty`).
+a per-voxel entropy map and one uncertainty number per study (the members' mutual information per
+labelled voxel, :mod:`.uncertainty`).
 
 :class:`EnsemblePredictor` reloads the published ensemble when its manifest changes (a newly
 trained ensemble is used by the next request, without a restart) and serialises requests.
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .data import normalise_volume, resize_slices
 from .train import MANIFEST, load_members
-from .uncertainty import entropy_map, region_in_question, study_uncertainty
+from .uncertainty import entropy_map, mutual_information, study_uncertainty
 
 SLICE_BATCH = 16
 
@@ -26,8 +27,9 @@ SLICE_BATCH = 16
 @dataclass
 class EnsembleResult:
     labels: np.ndarray            # uint8 (slices, rows, cols): class index = vocabulary value
-    entropy: np.ndarray           # float32 (slices, rows, cols), 0..1
-    uncertainty: float            # mean entropy over the region in question
+    entropy: np.ndarray           # float32 (slices, rows, cols), 0..1: entropy of the mean probabilities
+    uncertainty: float            # summed mutual information per labelled voxel (uncertainty.py)
+    mean_entropy: float           # mean entropy over the labelled voxels
     members: int
     member_agreement: float       # mean pairwise Dice of the members' foregrounds (1: identical)
 
@@ -40,6 +42,7 @@ def predict_volume(nets: list[torch.nn.Module], volume: np.ndarray, size: int,
     n, rows, cols = volume.shape
     labels = np.zeros((n, rows, cols), np.uint8)
     entropy = np.zeros((n, rows, cols), np.float32)
+    mi_sum = 0.0
     member_fg = np.zeros((len(nets), n, rows, cols), bool)
     amp = device.type == "cuda"
     with torch.no_grad():
@@ -57,10 +60,12 @@ def predict_volume(nets: list[torch.nn.Module], volume: np.ndarray, size: int,
             mean = stack.mean(0)
             labels[s:s + SLICE_BATCH] = mean.argmax(1).numpy().astype(np.uint8)
             entropy[s:s + SLICE_BATCH] = entropy_map(mean.transpose(0, 1)).numpy()
+            mi_sum += float(mutual_information(stack.transpose(1, 2)).sum(dtype=torch.float64))
             member_fg[:, s:s + SLICE_BATCH] = (stack.argmax(2) > 0).numpy()
-    region = region_in_question(labels, member_fg.any(0))
-    agreement = _agreement(member_fg)
-    return EnsembleResult(labels, entropy, study_uncertainty(entropy, region), len(nets), agreement)
+    labelled = labels > 0
+    uncertainty = study_uncertainty(mi_sum, int(labelled.sum()))
+    mean_entropy = float(entropy[labelled].mean()) if labelled.any() else 0.0
+    return EnsembleResult(labels, entropy, uncertainty, mean_entropy, len(nets), _agreement(member_fg))
 
 
 def _agreement(fg: np.ndarray) -> float:

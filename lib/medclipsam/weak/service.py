@@ -161,7 +161,8 @@ def infer_volume(predictor: EnsemblePredictor, image: str | Path, request: Mappi
         path = write_label(tmp, result.labels, geometry, label_names={v: names.get(v, f"label {v}") for v in present})
     js = {"tool": "medclipsam", "model": "medclipsam_weak", "returned": what,
           "label_names": {names.get(v, f"label {v}"): v for v in present},
-          "uncertainty": round(result.uncertainty, 6), "member_agreement": round(result.member_agreement, 6),
+          "uncertainty": round(result.uncertainty, 6), "mean_entropy": round(result.mean_entropy, 6),
+          "member_agreement": round(result.member_agreement, 6),
           "members": result.members, "ensemble": str(predictor.folder), "trained_on": manifest.get("studies_used", []),
           "seconds": round(time.perf_counter() - t0, 3)}
     return str(path), js, result
