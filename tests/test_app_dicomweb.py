@@ -9,7 +9,6 @@ not a download); a fresh datastore's ``datalist()`` reads it back onto the image
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

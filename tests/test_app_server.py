@@ -4,7 +4,6 @@ CT series (1 tumor, 2 left lung, 3 right lung in its ground truth)."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import threading

@@ -28,7 +28,7 @@ from .. import __version__
 from ..errors import InputError
 from ..volume.geometry import Geometry
 from .models import ModelCache, resolve_device
-from .request import Target, parse_options, resolve_targets, with_window
+from .request import Target, first, parse_options, resolve_targets, with_window
 from .vocabulary import Vocabulary, load_vocabulary, segment_concept
 
 LABEL_EXTENSIONS = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
@@ -67,13 +67,11 @@ def same_grid(a: Geometry, b: Geometry, tol: float = GEOMETRY_TOLERANCE_MM) -> b
 
 def dicom_sibling(path: Path) -> Path | None:
     """``X/`` beside ``X.nii.gz`` (or ``X.nii`` ...), when it is a folder with files."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if name.lower().endswith(suffix):
-            d = path.with_name(name[: -len(suffix)])
-            if d.is_dir() and any(d.iterdir()):
-                return d
-    return None
+    from ..volume.inputs import volume_stem
+
+    stem = volume_stem(path)
+    d = path.with_name(stem) if stem else None
+    return d if d is not None and d.is_dir() and any(d.iterdir()) else None
 
 
 def resolve_input(image: str | Path) -> ResolvedInput:
@@ -140,7 +138,7 @@ class ZeroShotSegmenter:
         # everything a request can get wrong fails here, before waiting for the models
         options = parse_options(request)
         targets = with_window(resolve_targets(request, self.vocabulary), options)
-        device = resolve_device(str(_first(request.get("device")) or ""))
+        device = resolve_device(str(first(request.get("device")) or ""))
         inp = resolve_input(image)
         ext = ".dcm" if output == "dicom_seg" else result_extension(request, Path(image))
         if ext == ".dcm" and inp.dicom_dir is None:
@@ -237,12 +235,6 @@ class ZeroShotSegmenter:
             "warnings": pipeline.warnings(), "models": pipeline.identity(), "device": str(device),
             "preset": options.preset, "config": pipeline.config.to_dict(), "seconds": seconds,
         }
-
-
-def _first(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return value[0] if value else None
-    return value
 
 
 def _prompt_text(prompt: str | list[str]) -> str:

@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -170,8 +170,3 @@ def segment_concept(entry: VocabularyEntry | None, name: str):
                 "abnormal": CATEGORY_ABNORMAL}[entry.snomed.category]
     return SegmentConcept(coded(category), coded((entry.snomed.code, entry.snomed.meaning)),
                           matched_term=entry.name)
-
-
-def label_names(values: Sequence[tuple[str, int]]) -> dict[str, int]:
-    """``{name: value}`` in value order (what Slicer reads from ``label_names``)."""
-    return {n: v for n, v in sorted(values, key=lambda nv: nv[1])}

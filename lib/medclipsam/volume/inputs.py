@@ -14,6 +14,13 @@ from .source import ArrayVolume, VolumeSource
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+def volume_stem(path: str | Path) -> str | None:
+    """``X`` for ``.../X.nii.gz`` (or another volume suffix); None for other files."""
+    name = Path(path).name
+    suffix = next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), None)
+    return name[: -len(suffix)] if suffix else None
+
+
 def is_volume_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..serving.request import as_bool, first
+from ..serving.request import first
 from ..serving.vocabulary import Vocabulary
 from .ensemble import EnsemblePredictor
 from .schedule import CyclicSchedule
@@ -64,7 +64,7 @@ def training_items(datastore: Any, max_studies: int = 0) -> list[dict[str, Any]]
     """``{"image", "label", "label_info"}`` for every study with a final label."""
     items = []
     for d in datastore.datalist():
-        image_id = _image_id(d["image"])
+        image_id = image_id_of(d["image"])
         info = {}
         try:
             label_id = datastore.get_label_by_image_id(image_id, "final")
@@ -77,12 +77,22 @@ def training_items(datastore: Any, max_studies: int = 0) -> list[dict[str, Any]]
     return items[:max_studies] if max_studies > 0 else items
 
 
-def _image_id(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
+def image_id_of(path: str | Path) -> str:
+    """The datastore id of an image file (its name without the volume suffix)."""
+    from ..volume.inputs import volume_stem
+
+    return volume_stem(path) or Path(path).stem
+
+
+def read_array(image: str | Path) -> tuple[np.ndarray, Any]:
+    """A volume file or DICOM series as float32 (slices, rows, cols) and its geometry."""
+    from ..volume.inputs import close_volume, open_volume
+
+    src = open_volume(image)
+    try:
+        return np.stack([np.asarray(src.read_slice(k), np.float32) for k in range(len(src))]), src.geometry
+    finally:
+        close_volume(src)
 
 
 def train_from_datastore(datastore: Any, vocabulary: Vocabulary, request: Mapping[str, Any], model_dir: str | Path,
@@ -132,7 +142,6 @@ def infer_volume(predictor: EnsemblePredictor, image: str | Path, request: Mappi
     (file, result JSON, the ensemble result)."""
     import tempfile
 
-    from ..volume.inputs import close_volume, open_volume
     from ..volume.itk_io import write_label
 
     if not predictor.available():
@@ -142,12 +151,7 @@ def infer_volume(predictor: EnsemblePredictor, image: str | Path, request: Mappi
     if what not in ("label", "entropy"):
         raise ConfigError(f"option 'return' = {what!r}; choose label or entropy")
     t0 = time.perf_counter()
-    src = open_volume(image)
-    try:
-        volume = np.stack([np.asarray(src.read_slice(k), np.float32) for k in range(len(src))])
-        geometry = src.geometry
-    finally:
-        close_volume(src)
+    volume, geometry = read_array(image)
     result, manifest = predictor(volume, device)
     ext = str(request.get("result_extension") or ".nii.gz")
     fd, tmp = tempfile.mkstemp(prefix="medclipsam_weak_", suffix=ext)
@@ -191,8 +195,6 @@ def stored_score(datastore: Any, image_id: str, stamp: int) -> float | None:
 def score_unlabeled(datastore: Any, predictor: EnsemblePredictor, device: str = "cpu",
                     log: Callable[[str], None] = print) -> dict[str, float]:
     """Uncertainty of every unlabeled study not yet scored with the current ensemble; returns all scores."""
-    from ..volume.inputs import close_volume, open_volume
-
     if not predictor.available():
         raise InputError("no trained weakly supervised model to score with; train it first")
     stamp = model_stamp(predictor)
@@ -202,11 +204,7 @@ def score_unlabeled(datastore: Any, predictor: EnsemblePredictor, device: str = 
         if known is not None:
             scores[image_id] = known
             continue
-        src = open_volume(datastore.get_image_uri(image_id))
-        try:
-            volume = np.stack([np.asarray(src.read_slice(k), np.float32) for k in range(len(src))])
-        finally:
-            close_volume(src)
+        volume, _ = read_array(datastore.get_image_uri(image_id))
         result, _ = predictor(volume, device)
         record_score(datastore, image_id, result.uncertainty, stamp)
         scores[image_id] = result.uncertainty
@@ -247,7 +245,3 @@ def labels_since_training(datastore: Any, predictor: EnsemblePredictor) -> int:
 
 def auto_train_due(datastore: Any, predictor: EnsemblePredictor, every: int) -> bool:
     return every > 0 and labels_since_training(datastore, predictor) >= every
-
-
-def parse_bool(value: Any, key: str) -> bool:
-    return as_bool(value, key)

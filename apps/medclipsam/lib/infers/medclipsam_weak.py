@@ -30,7 +30,7 @@ class MedClipSamWeakInfer(InferTask):
     def __call__(self, request) -> Tuple[Union[str, None], Dict[str, Any]]:
         device = str(resolve_device(str(service.first(request.get("device")) or "")))
         path, js, result = service.infer_volume(self.predictor, request["image"], request, device, self.vocabulary)
-        image_id = service._image_id(str(request["image"]))
+        image_id = service.image_id_of(str(request["image"]))
         store = self.datastore()
         if image_id in store.list_images():
             service.record_score(store, image_id, result.uncertainty, service.model_stamp(self.predictor))

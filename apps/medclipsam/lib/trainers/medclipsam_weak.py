@@ -31,21 +31,26 @@ class MedClipSamWeakTrain(BasicTrainTask):
         return service.train_from_datastore(datastore, self.vocabulary, req, self._model_dir, device=device,
                                             log=logger.info)
 
-    # BasicTrainTask's abstract ignite pieces: unused, the training above replaces the ignite loop
+    # BasicTrainTask's abstract pieces. The network, optimiser and loss are the engine's (what
+    # __call__ trains); MONAI Label's ignite loop, which alone would use transforms and an inferer,
+    # is replaced by __call__, so those three say so if anything calls them.
     def network(self, context):
-        raise NotImplementedError
+        from medclipsam.weak.train import build_network
+
+        return build_network(self.vocabulary.prompted_value + 1)
 
     def optimizer(self, context):
-        raise NotImplementedError
+        import torch
+
+        return torch.optim.AdamW(context.network.parameters(), lr=service.train_defaults()["lr_max"], weight_decay=3e-5)
 
     def loss_function(self, context):
-        raise NotImplementedError
+        from medclipsam.weak.train import loss_function
 
-    def train_pre_transforms(self, context):
-        raise NotImplementedError
+        return loss_function()
 
-    def train_post_transforms(self, context):
-        raise NotImplementedError
+    def _ignite_only(self, context):
+        raise NotImplementedError("medclipsam_weak trains with medclipsam.weak.train (see __call__), not with "
+                                  "MONAI Label's ignite loop; it has no ignite transforms or inferer")
 
-    def val_inferer(self, context):
-        raise NotImplementedError
+    train_pre_transforms = train_post_transforms = val_inferer = _ignite_only
