@@ -387,3 +387,45 @@ def test_loss_weight_overrides_name_the_valid_terms():
                       ("dense=x", ">= 0"), ("dense=nan", ">= 0")):
         with pytest.raises(ValueError, match=said):
             clip_demo.loss_weights_from_overrides([bad])
+
+
+def test_init_fine_tunes_a_written_folder(trained, tmp_path):
+    """``init``: the folder's weights replace the random ones; while only the heads learn the model's
+    weights stay the folder's; afterwards they move; the card says what was fine-tuned."""
+    out, _ = trained
+    data = toy_slices(0, 160, size=64)          # the data the folder was trained on: same vocabulary
+    kw = dict(batch_size=16, seed=0, lr=3e-3, log_every=20, architecture=tiny_avg_architecture(), check_saliency=0)
+    start = _state(out)
+    clip_demo.train_demo_clip(data, tmp_path / "heads", steps=2, init=out, head_steps=2, **kw)
+    heads_only = _state(tmp_path / "heads")
+    assert set(heads_only) == set(start) and all(torch.equal(heads_only[k], start[k]) for k in start)
+    metrics = clip_demo.train_demo_clip(data, tmp_path / "tuned", steps=3, init=out, head_steps=2, **kw)
+    tuned = _state(tmp_path / "tuned")
+    key = "visual.trunk.blocks.0.attn.qkv.weight"
+    assert not torch.equal(tuned[key], start[key])
+    assert (tuned[key] - start[key]).abs().max() < 0.1           # one step at 3e-3 from the folder, not a fresh model
+    assert metrics["init"] == str(out) and metrics["head_steps"] == 2
+    card = json.loads((tmp_path / "tuned" / "model_card.json").read_text())
+    assert card["metrics"]["init"] == str(out)
+
+
+def test_init_says_what_does_not_match(trained, tmp_path):
+    from medclipsam.models.clip import write_clip_folder
+
+    out, _ = trained
+    data = toy_slices(0, 160, size=64)
+    kw = dict(steps=2, batch_size=16, seed=0, log_every=20, architecture=tiny_avg_architecture(), check_saliency=0)
+    other = write_clip_folder(tmp_path / "other", "demo")               # another architecture and vocabulary
+    with pytest.raises(ValueError, match=r"its (vocab\.txt|open_clip_config\.json) differs .* --architecture"):
+        clip_demo.train_demo_clip(data, tmp_path / "a", init=other, head_steps=1, **kw)
+    bare = tmp_path / "bare"                                               # the right files, no weights
+    bare.mkdir()
+    for name in ("vocab.txt", "open_clip_config.json", "config.json"):
+        (bare / name).write_bytes((out / name).read_bytes())
+    with pytest.raises(ValueError, match="no weights file"):
+        clip_demo.train_demo_clip(data, tmp_path / "b", init=bare, head_steps=1, **kw)
+    with pytest.raises(ValueError, match="no such model folder"):
+        clip_demo.train_demo_clip(data, tmp_path / "c", init=tmp_path / "missing", head_steps=1, **kw)
+    with pytest.raises(ValueError, match="head_steps"):
+        clip_demo.train_demo_clip(data, tmp_path / "d", init=out, head_steps=3, **kw)
+    assert not any((tmp_path / d / "open_clip_pytorch_model.bin").exists() for d in "abcd")    # nothing written

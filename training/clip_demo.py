@@ -70,13 +70,16 @@ the caption names only what shows), ``--tune-beta N`` (M2IB's β for the card ch
 slices per target), ``--ct-share`` / ``--tumour-slices`` (the training mix), ``--device cuda``,
 ``--architecture NAME|FILE.json`` (e.g. the 4 px-token ViT tried on an H100, fifth round),
 ``--loss-weight TERM=W`` (a term of :data:`LOSS_WEIGHTS`; ``mass``, the pointing term of
-:func:`mass_loss`, is 0 by default until a run with it is shipped — RESULTS.md, ninth round).
+:func:`mass_loss`, is 0 by default until a run with it is shipped — RESULTS.md, ninth round),
+``--init FOLDER`` (fine-tune a written demo CLIP folder instead of starting from random weights:
+the training heads are fitted alone for ``--head-steps`` steps, then the model follows the usual
+schedule at ``--lr``; RESULTS.md, eleventh round).
 
 Library: :func:`train_demo_clip`. CLI::
 
     python training/clip_demo.py --out models/demo-clip [--steps N] [--seed S] [--n-train N]
         [--hidden-targets present|unknown] [--tune-beta N] [--ct-share K] [--tumour-slices K] [--device cpu|cuda]
-        [--architecture NAME|FILE.json] [--loss-weight TERM=W ...]
+        [--architecture NAME|FILE.json] [--loss-weight TERM=W ...] [--init FOLDER --head-steps N]
 """
 
 from __future__ import annotations
@@ -663,6 +666,33 @@ def _build_model(folder: Path, seed: int):
     return model, tokenizer
 
 
+HEAD_LR = 3e-2       # the training heads' learning rate while they are fitted alone (``init``): six scalars
+
+
+def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> None:
+    """Load the weights of the demo CLIP folder ``init`` into ``model`` (built from ``staged``, the
+    folder this data gives); says what differs when the two do not match."""
+    from medclipsam.models.clip import WEIGHT_FILE_NAMES
+
+    if not init.is_dir():
+        raise ValueError(f"--init {init}: no such model folder; give a folder written by training/clip_demo.py")
+    for name in ("vocab.txt", "open_clip_config.json", "config.json"):
+        mine, theirs = staged / name, init / name
+        if not theirs.is_file() or mine.read_bytes() != theirs.read_bytes():
+            raise ValueError(f"--init {init}: its {name} differs from (or lacks) the one this data and architecture "
+                             "give; fine-tune with the data (--seed, --n-train) and --architecture it was trained with")
+    weights = next((init / n for n in WEIGHT_FILE_NAMES if (init / n).is_file()), None)
+    if weights is None:
+        raise ValueError(f"--init {init}: no weights file ({', '.join(WEIGHT_FILE_NAMES)}) in the folder")
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
 def _cpu_has_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -725,7 +755,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     m2ib_layer: int | None = None, weights: Mapping[str, float] | None = None,
                     dense_focal: float = 1.0, presence_focal: float = 0.0, threads: int | None = 2,
                     bf16: bool | None = None, check_saliency: int = 24, tune_slices: int = 0,
-                    hidden_targets: str = "present", data_note: str = "", device: str = "cpu", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    hidden_targets: str = "present", data_note: str = "", device: str = "cpu",
+                    init: str | os.PathLike | None = None, head_steps: int = 100,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a demo CLIP model on ``data`` and write a complete ``local-dir:`` folder to ``out_dir``.
 
     ``data``: a sequence of slices with ``.rgb`` (uint8 H×W×3), ``.caption`` and ``.masks``
@@ -741,6 +773,11 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     (:func:`tune_beta`); 0 keeps the preset's β.
     ``device``: where to train (``cpu`` or ``cuda``); the recipe is deterministic on a given device,
     but a CUDA run does not reproduce a CPU run bit for bit. The committed demo model is a CPU run.
+    ``init``: a demo CLIP folder written by this recipe to fine-tune (its architecture and vocabulary
+    must be the ones this data gives: same data seed and size); its weights replace the random
+    initialisation. The training heads (scales and biases, not saved with a model) start afresh, so
+    for the first ``head_steps`` steps only they learn; the model's learning rate then follows the
+    usual warm-up and cosine schedule over the remaining steps.
     Returns the metrics (also stored in the model card).
     """
     from medclipsam.models.clip import clip_architecture, write_clip_folder
@@ -750,6 +787,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     out_dir = Path(out_dir)
     if steps < 1 or batch_size < 2:
         raise ValueError("steps must be >= 1 and batch_size >= 2")
+    head_steps = int(head_steps) if init is not None else 0
+    if not 0 <= head_steps <= steps:
+        raise ValueError(f"head_steps must be between 0 and steps ({steps}); got {head_steps}")
     data = list(data)
     if val_data is None:
         n_val = max(1, int(round(len(data) * val_fraction)))
@@ -783,6 +823,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="medclipsam-demo-clip-") as tmp:
             staged = write_clip_folder(Path(tmp) / "model", arch, None, vocab_words=vocab)
             model, tokenizer = _build_model(staged, seed)
+            if init is not None:
+                load_init_weights(model, staged, Path(init))
+                say(f"fine-tuning {init} (heads alone for {head_steps} steps)")
             model.to(dev)
             visual = model.visual
             vt_layers = len(visual.trunk.blocks)
@@ -801,10 +844,13 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             heads = Heads().to(dev)
             decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
             no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                                     {"params": no_decay + list(heads.parameters()), "weight_decay": 0.0}],
-                                    lr=lr, betas=(0.9, 0.98), eps=1e-6)
-            warmup = max(1, min(50, steps // 10))
+            groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
+            if init is None:       # the shipped recipe: heads in the no-decay group, on the same schedule
+                groups[1]["params"] = no_decay + list(heads.parameters())
+            else:
+                groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
+            opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+            warmup = max(1, min(50, (steps - head_steps) // 10))
             order_rng = np.random.default_rng(seed)
             prompt_texts = [p.text for p in prompts]
             pairs = lateral_pairs(prompt_texts)
@@ -837,8 +883,9 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 idx, perm = perm[:bs], perm[bs:]
                 ids = torch.from_numpy(idx)
                 model.train()
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, steps, lr, warmup)
+                model_lr = 0.0 if step < head_steps else _lr_at(step - head_steps, steps - head_steps, lr, warmup)
+                for i, g in enumerate(opt.param_groups):
+                    g["lr"] = HEAD_LR if (i == 2 and step < head_steps) else model_lr
 
                 pixels, cover = train.pixels[ids].to(dev), train.cover[ids].to(dev)
                 labels, known = train.labels[ids].to(dev), train.known[ids].to(dev)
@@ -927,7 +974,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "device": dev.type,
         "n_train": len(data), "n_val": len(val_data),
         "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
-        "presence_focal": presence_focal,
+        "presence_focal": presence_focal, **({"init": str(init), "head_steps": head_steps} if init else {}),
         "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
         "retrieval_auc": calib["auc"], "presence_threshold": calib["presence_threshold"],
         "presence_balanced_accuracy": calib["balanced_accuracy"], "per_prompt_auc": calib["per_prompt_auc"],
@@ -1009,6 +1056,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "e.g. --loss-weight laterality=0.3 (repeatable)")
     ap.add_argument("--tune-beta", type=int, default=0, metavar="N",
                     help="choose M2IB's β on up to N held-out slices per target (0: keep the preset's)")
+    ap.add_argument("--init", type=Path, default=None, metavar="FOLDER",
+                    help="fine-tune this demo CLIP folder (same data and architecture) instead of random weights")
+    ap.add_argument("--head-steps", type=int, default=100, metavar="N",
+                    help="with --init: steps in which only the training heads learn (default 100)")
     ap.add_argument("--check-saliency", type=int, default=24, metavar="N",
                     help="M2IB check on up to N held-out slices per prompt after training (0: skip)")
     args = ap.parse_args(argv)
@@ -1032,6 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               check_saliency=args.check_saliency, tune_slices=args.tune_beta,
                               hidden_targets=args.hidden_targets, weights=weights,
                               device=args.device, architecture=_architecture_arg(args.architecture),
+                              init=args.init, head_steps=args.head_steps,
                               data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}"
                                         + ("" if mix == TRAIN_MIX else
                                            f", shares={mix['shares']}, tumour_slices={mix['tumour_slices']}")
