@@ -368,6 +368,11 @@ def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
     assert float(clip_demo.mass_loss(mirrored, cover, half)) == pytest.approx(bad)
     # max_share 1: the lungs' pairs count too (flat logits: cross-entropy log 8)
     assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8.0)) / 2, abs=1e-5)
+    # only the chosen prompts' maps count: the lungs' alone (flat, log 8), the tumour's alone (bad)
+    only_lungs, only_tumour = torch.tensor([False, True]), torch.tensor([True, False])
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0, prompts=only_lungs)) == pytest.approx(np.log(8.0), abs=1e-5)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0, prompts=only_tumour)) == pytest.approx(bad)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, prompts=only_lungs)) == 0.0     # lungs too large
     # the map must spread over the whole target: all of it on one of the lungs' six tokens costs more
     # than an even spread over the six
     lungs = torch.zeros(1, 8, 1)
@@ -426,6 +431,8 @@ def test_init_says_what_does_not_match(trained, tmp_path):
         clip_demo.train_demo_clip(data, tmp_path / "b", init=bare, head_steps=1, **kw)
     with pytest.raises(ValueError, match="no such model folder"):
         clip_demo.train_demo_clip(data, tmp_path / "c", init=tmp_path / "missing", head_steps=1, **kw)
+    with pytest.raises(ValueError, match=r"mass_structures \['kidney'\] are not structures"):
+        clip_demo.train_demo_clip(data, tmp_path / "e", mass_structures=("kidney",), weights={"mass": 0.1}, **kw)
     with pytest.raises(ValueError, match="head_steps"):
         clip_demo.train_demo_clip(data, tmp_path / "d", init=out, head_steps=3, **kw)
-    assert not any((tmp_path / d / "open_clip_pytorch_model.bin").exists() for d in "abcd")    # nothing written
+    assert not any((tmp_path / d / "open_clip_pytorch_model.bin").exists() for d in "abcde")    # nothing written

@@ -345,7 +345,8 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
     return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
 
 
-def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, max_share: float = 0.5) -> torch.Tensor:
+def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, max_share: float = 0.5,
+              prompts: torch.Tensor | None = None) -> torch.Tensor:
     """Where the map's mass goes: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`. For each
     (slice, prompt) whose target is present (covers at least half a token) and takes at most
     ``max_share`` of the tokens, the softmax of the prompt's dense logits over the slice's tokens is
@@ -355,8 +356,10 @@ def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, ma
     this term ranks the target's tokens above every other token of the same slice, which is what
     the pointing game asks, and — unlike −log of the map's share on the target, which was tried
     first (RESULTS.md, ninth round) — it does not let the map sit on one part of the target (one
-    of the two lungs for "lungs")."""
+    of the two lungs for "lungs"). ``prompts`` (P bool): only these prompts' maps count (all when None)."""
     present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)      # B × P
+    if prompts is not None:
+        present = present & prompts[None, :]
     if not present.any():
         return logits.new_zeros(())
     q = cover / cover.sum(dim=1, keepdim=True).clamp(min=1e-6)                          # B × T × P
@@ -756,6 +759,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     dense_focal: float = 1.0, presence_focal: float = 0.0, threads: int | None = 2,
                     bf16: bool | None = None, check_saliency: int = 24, tune_slices: int = 0,
                     hidden_targets: str = "present", data_note: str = "", device: str = "cpu",
+                    mass_structures: Sequence[str] = (),
                     init: str | os.PathLike | None = None, head_steps: int = 100,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a demo CLIP model on ``data`` and write a complete ``local-dir:`` folder to ``out_dir``.
@@ -773,6 +777,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     (:func:`tune_beta`); 0 keeps the preset's β.
     ``device``: where to train (``cpu`` or ``cuda``); the recipe is deterministic on a given device,
     but a CUDA run does not reproduce a CPU run bit for bit. The committed demo model is a CPU run.
+    ``mass_structures``: the ``mass`` term only for the prompts naming one of these structures
+    (e.g. ``("tumor",)``); empty: every prompt.
     ``init``: a demo CLIP folder written by this recipe to fine-tune (its architecture and vocabulary
     must be the ones this data gives: same data seed and size); its weights replace the random
     initialisation. The training heads (scales and biases, not saved with a model) start afresh, so
@@ -854,6 +860,11 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             order_rng = np.random.default_rng(seed)
             prompt_texts = [p.text for p in prompts]
             pairs = lateral_pairs(prompt_texts)
+            unknown_mass = set(mass_structures) - set(structures)
+            if unknown_mass:
+                raise ValueError(f"mass_structures {sorted(unknown_mass)} are not structures of this data: {structures}")
+            mass_prompts = (torch.tensor([any(t in mass_structures for t in p.targets) for p in prompts], device=dev)
+                            if mass_structures else None)
 
             # fixed held-out batch for the contrastive loss before / after training
             eval_idx = np.arange(min(len(val_data), 64))
@@ -917,7 +928,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                 if w["laterality"] > 0 and pairs:
                     parts["laterality"] = laterality_loss(dense_logits, cov, pairs)
                 if w["mass"] > 0:
-                    parts["mass"] = mass_loss(dense_logits, cov, known)
+                    parts["mass"] = mass_loss(dense_logits, cov, known, prompts=mass_prompts)
                 if w["token_dense"] > 0:
                     parts["token_dense"] = dense_loss(heads.token(own), cov, known, focal=dense_focal)
 
@@ -974,7 +985,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         "steps": steps, "batch_size": bs, "seed": seed, "lr": lr, "bf16": bool(bf16), "device": dev.type,
         "n_train": len(data), "n_val": len(val_data),
         "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
-        "presence_focal": presence_focal, **({"init": str(init), "head_steps": head_steps} if init else {}),
+        "presence_focal": presence_focal, **({"mass_structures": list(mass_structures)} if mass_structures else {}),
+        **({"init": str(init), "head_steps": head_steps} if init else {}),
         "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
         "retrieval_auc": calib["auc"], "presence_threshold": calib["presence_threshold"],
         "presence_balanced_accuracy": calib["balanced_accuracy"], "per_prompt_auc": calib["per_prompt_auc"],
@@ -1056,6 +1068,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "e.g. --loss-weight laterality=0.3 (repeatable)")
     ap.add_argument("--tune-beta", type=int, default=0, metavar="N",
                     help="choose M2IB's β on up to N held-out slices per target (0: keep the preset's)")
+    ap.add_argument("--mass-structure", action="append", default=[], metavar="NAME",
+                    help="the mass term only for prompts naming this structure (repeatable; default: every prompt)")
     ap.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                     help="fine-tune this demo CLIP folder (same data and architecture) instead of random weights")
     ap.add_argument("--head-steps", type=int, default=100, metavar="N",
@@ -1083,7 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               check_saliency=args.check_saliency, tune_slices=args.tune_beta,
                               hidden_targets=args.hidden_targets, weights=weights,
                               device=args.device, architecture=_architecture_arg(args.architecture),
-                              init=args.init, head_steps=args.head_steps,
+                              init=args.init, head_steps=args.head_steps, mass_structures=tuple(args.mass_structure),
                               data_note=f"medclipsam.phantoms.training_slices(seed={args.seed}, n={args.n_train}"
                                         + ("" if mix == TRAIN_MIX else
                                            f", shares={mix['shares']}, tumour_slices={mix['tumour_slices']}")
