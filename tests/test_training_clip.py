@@ -384,6 +384,36 @@ def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
     assert float(clip_demo.mass_loss(spread, lungs, ones, max_share=1.0)) < float(clip_demo.mass_loss(one_lung, lungs, ones, max_share=1.0)) - 1.0
 
 
+def test_peak_loss_pays_for_the_best_token_away_from_the_target():
+    # 1 image, a 4 x 4 token grid, prompts (tumor, lungs); the tumour on token (1, 1)
+    cover = torch.zeros(1, 16, 2)
+    cover[0, 5, 0] = 1.0
+    cover[0, :9, 1] = 1.0                              # the lungs: over half the slice, not counted
+    known = torch.ones(1, 2, dtype=torch.bool)
+    on_peak, mirrored, beside = (torch.zeros(1, 16, 2) for _ in range(3))
+    on_peak[0, 5, 0] = 6.0
+    mirrored[0, 7, 0] = 6.0                            # (1, 3): two tokens away, the game is lost
+    beside[0, 6, 0] = 6.0                              # (1, 2): touches the tumour, within the tolerance
+    good, bad, near = (float(clip_demo.peak_loss(x, cover, known)) for x in (on_peak, mirrored, beside))
+    assert good < 0.01 and bad > 5.9
+    assert near == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(0.0))))   # on 0, off max 0
+    # only what wins counts: a second, lower token off the target changes nothing
+    lower = on_peak.clone()
+    lower[0, 15, 0] = 3.0
+    assert float(clip_demo.peak_loss(lower, cover, known)) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(-3.0))))
+    # unknown targets and the prompts not chosen take no part; the gradient reaches only the two tokens
+    assert float(clip_demo.peak_loss(mirrored, cover, torch.zeros(1, 2, dtype=torch.bool))) == 0.0
+    assert float(clip_demo.peak_loss(mirrored, cover, known, prompts=torch.tensor([False, True]))) == 0.0   # lungs too large
+    only_lungs = float(clip_demo.peak_loss(mirrored, cover, known, max_share=1.0, prompts=torch.tensor([False, True])))
+    assert only_lungs == pytest.approx(np.log(2.0), abs=1e-5)                                   # flat lungs map
+    assert float(clip_demo.peak_loss(mirrored, cover, known, max_share=1.0, prompts=torch.tensor([True, False]))) == pytest.approx(bad)
+    x = mirrored.clone().requires_grad_(True)
+    clip_demo.peak_loss(x, cover, known).backward()
+    assert set(torch.nonzero(x.grad[0, :, 0]).flatten().tolist()) == {5, 7} and float(x.grad[0, :, 1].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="square token grid"):
+        clip_demo.peak_loss(torch.zeros(1, 15, 2), cover[:, :15], known)
+
+
 def test_loss_weight_overrides_name_the_valid_terms():
     w = clip_demo.loss_weights_from_overrides(["laterality=0.3", " dense = 2"])
     assert w == {**clip_demo.LOSS_WEIGHTS, "laterality": 0.3, "dense": 2.0}
@@ -404,12 +434,15 @@ def test_init_fine_tunes_a_written_folder(trained, tmp_path):
     clip_demo.train_demo_clip(data, tmp_path / "heads", steps=2, init=out, head_steps=2, **kw)
     heads_only = _state(tmp_path / "heads")
     assert set(heads_only) == set(start) and all(torch.equal(heads_only[k], start[k]) for k in start)
-    metrics = clip_demo.train_demo_clip(data, tmp_path / "tuned", steps=3, init=out, head_steps=2, **kw)
+    metrics = clip_demo.train_demo_clip(data, tmp_path / "tuned", steps=3, init=out, head_steps=2,
+                                        weights={"peak": 0.5, "mass": 0.1}, mass_structures=("tumor",), **kw)
     tuned = _state(tmp_path / "tuned")
     key = "visual.trunk.blocks.0.attn.qkv.weight"
     assert not torch.equal(tuned[key], start[key])
     assert (tuned[key] - start[key]).abs().max() < 0.1           # one step at 3e-3 from the folder, not a fresh model
     assert metrics["init"] == str(out) and metrics["head_steps"] == 2
+    assert metrics["loss_weights"]["peak"] == 0.5 and metrics["mass_structures"] == ["tumor"]
+    assert all(np.isfinite(h["peak"]) and np.isfinite(h["mass"]) for h in metrics["history"])
     card = json.loads((tmp_path / "tuned" / "model_card.json").read_text())
     assert card["metrics"]["init"] == str(out)
 

@@ -367,11 +367,40 @@ def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, ma
     return ce[present].mean()
 
 
+def peak_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, max_share: float = 0.5,
+              prompts: torch.Tensor | None = None) -> torch.Tensor:
+    """The pointing game itself: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`, over a
+    square grid of T tokens. For each (slice, prompt) counted as in :func:`mass_loss`, the best token
+    away from the target (not touching it: the game's tolerance is one token) must score below the
+    best token on it — softplus(max_off − max_on). :func:`mass_loss` scores the whole map and leaves
+    near-ties between a small tumour and the mirror position on the other side (RESULTS.md, twelfth
+    round); this term pays only for the one token that would win the game. ``prompts`` as for
+    :func:`mass_loss`."""
+    present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)      # B × P
+    if prompts is not None:
+        present = present & prompts[None, :]
+    b, t, p = logits.shape
+    g = int(round(math.sqrt(t)))
+    if g * g != t:
+        raise ValueError(f"peak_loss needs a square token grid, got {t} tokens")
+    on = cover > 0                                                                     # B × T × P
+    grid = on.permute(0, 2, 1).reshape(b * p, 1, g, g).float()
+    near = F.max_pool2d(grid, 3, stride=1, padding=1).reshape(b, p, t).permute(0, 2, 1) > 0
+    low = torch.finfo(logits.dtype).min / 4
+    on_max = logits.masked_fill(~on, low).amax(dim=1)                                  # B × P
+    off_max = logits.masked_fill(near, low).amax(dim=1)
+    counted = present & (~near).any(dim=1)
+    if not counted.any():
+        return logits.new_zeros(())
+    return F.softplus(off_max - on_max)[counted].mean()
+
+
 # the default weight of each loss term (train_demo_clip's ``weights`` overrides them). Laterality 0.3
 # (sixth round, CLIP 15): at 1.0 (CLIP 13) the tumour maps lost (phantom_eval tumour 0.544 / 0.586 /
 # 0.607 against 0.617 / 0.675 / 0.653 on seeds 0 / 1 / 7), "left lung" / "right lung" held either way.
 LOSS_WEIGHTS: dict[str, float] = {"contrastive": 1.0, "presence": 1.0, "dense": 3.0, "token_dense": 1.0,
-                                  "token_scale": 0.1, "laterality": 0.3, "mass": 0.0}
+                                  "token_scale": 0.1, "laterality": 0.3, "mass": 0.0,
+                                  "peak": 0.0}
 
 
 def loss_weights_from_overrides(items: Sequence[str]) -> dict[str, float]:
@@ -768,7 +797,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     (structure → bool H×W); optional ``.kind``. ``val_data``: held-out slices for the presence
     calibration and checks (default: the last ``val_fraction`` of ``data``, not trained on).
     ``weights``: loss weights (``contrastive``, ``presence``, ``dense``, ``token_dense``, ``token_scale``,
-    ``laterality``, ``mass``).
+    ``laterality``, ``mass``, ``peak``).
     ``presence_focal``: focal γ of the presence loss (0: plain balanced BCE).
     ``bf16``: bfloat16 autocast for the training forward passes (weights, losses and the saved
     model stay float32); None: where the CPU has native bfloat16 matrix units (always on CUDA).
@@ -777,7 +806,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
     (:func:`tune_beta`); 0 keeps the preset's β.
     ``device``: where to train (``cpu`` or ``cuda``); the recipe is deterministic on a given device,
     but a CUDA run does not reproduce a CPU run bit for bit. The committed demo model is a CPU run.
-    ``mass_structures``: the ``mass`` term only for the prompts naming one of these structures
+    ``mass_structures``: the ``mass`` and ``peak`` terms only for the prompts naming one of these structures
     (e.g. ``("tumor",)``); empty: every prompt.
     ``init``: a demo CLIP folder written by this recipe to fine-tune (its architecture and vocabulary
     must be the ones this data gives: same data seed and size); its weights replace the random
@@ -929,6 +958,8 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
                     parts["laterality"] = laterality_loss(dense_logits, cov, pairs)
                 if w["mass"] > 0:
                     parts["mass"] = mass_loss(dense_logits, cov, known, prompts=mass_prompts)
+                if w["peak"] > 0:
+                    parts["peak"] = peak_loss(dense_logits, cov, known, prompts=mass_prompts)
                 if w["token_dense"] > 0:
                     parts["token_dense"] = dense_loss(heads.token(own), cov, known, focal=dense_focal)
 
@@ -1069,7 +1100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tune-beta", type=int, default=0, metavar="N",
                     help="choose M2IB's β on up to N held-out slices per target (0: keep the preset's)")
     ap.add_argument("--mass-structure", action="append", default=[], metavar="NAME",
-                    help="the mass term only for prompts naming this structure (repeatable; default: every prompt)")
+                    help="the mass and peak terms only for prompts naming this structure (repeatable; default: every prompt)")
     ap.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                     help="fine-tune this demo CLIP folder (same data and architecture) instead of random weights")
     ap.add_argument("--head-steps", type=int, default=100, metavar="N",
