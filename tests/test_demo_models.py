@@ -101,11 +101,6 @@ def test_shipped_sam_card_has_its_recipes_prompt_sampling_and_settings():
     assert card["pipeline_overrides"] == sam_demo.RECOMMENDED_SETTINGS
 
 
-# Issue 4's goals not met yet by the shipped demo CLIP: strict xfail (an unexpected pass fails the
-# run, so the mark goes when the goal is met). Figures measured on the report sets.
-NOT_YET = "issue 4 open, goal not met by the shipped demo CLIP: "
-
-
 @pytest.fixture(scope="module")
 def pointing_game():
     """benchmarks/pointing_game.py and its report sets' slices (424242, 424248-424252: about 65
@@ -114,16 +109,7 @@ def pointing_game():
     return pg, pg.held_out_slices(pg.REPORT_SETS)
 
 
-def _case(name: str):
-    marks = ()
-    if name == "lung-tumor":
-        marks = pytest.mark.xfail(strict=True, reason=NOT_YET + "CLIP 15 points at 58 of 67 lung tumours (0.866) "
-                                  "on the report sets; peaks on the other lung at the tumour's height")
-    return pytest.param(name, id=name, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_case(n) for n in ("brain", "lungs", "brain-tumor", "lung-tumor",
-                                                     "left-lung", "right-lung")])
+@pytest.mark.parametrize("case", ["brain", "lungs", "brain-tumor", "lung-tumor", "left-lung", "right-lung"])
 def test_m2ib_points_at_the_named_structure(demo_clip, pointing_game, case):
     """Pointing game: the peak of the M2IB saliency map for the prompt lies on the named structure
     (within one token, 8 px, of it), on held-out slices that also show another structure."""
@@ -169,8 +155,8 @@ def test_end_to_end_left_and_right_lung(end_to_end):
 
 
 def test_end_to_end_tumour(end_to_end):
-    """0.845 on these 2 series (eighth round); the benchmark's 8 series per seed: 0.812–0.853 on seeds
-    0 / 1 / 2 / 3 / 7 / 100 / 101 (benchmarks/RESULTS.md)."""
+    """0.847 on these 2 series (CLIP 16, twelfth round); the benchmark's 8 series per seed: 0.804–0.910
+    on seeds 0 / 1 / 2 / 3 / 7 / 100 / 101 (benchmarks/RESULTS.md)."""
     assert end_to_end["tumor_dice"] >= 0.75, end_to_end
 
 

@@ -7,6 +7,7 @@ tumor, each with masks and a caption naming what is visible — the protocol the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -445,6 +446,10 @@ def test_init_fine_tunes_a_written_folder(trained, tmp_path):
     assert all(np.isfinite(h["peak"]) and np.isfinite(h["mass"]) for h in metrics["history"])
     card = json.loads((tmp_path / "tuned" / "model_card.json").read_text())
     assert card["metrics"]["init"] == str(out)
+    sha = hashlib.sha256((out / "open_clip_pytorch_model.bin").read_bytes()).hexdigest()
+    assert card["metrics"]["init_weights_sha256"] == metrics["init_weights_sha256"] == sha
+    assert f"fine-tuned from the demo CLIP in {out} (weights SHA-256 {sha[:16]}" in (tmp_path / "tuned" / "README.txt").read_text()
+    assert "trained from scratch" in (out / "README.txt").read_text()
 
 
 def test_init_says_what_does_not_match(trained, tmp_path):

@@ -51,9 +51,15 @@ about six times. With 4000 slices (24 passes; the recipe's earlier default) the 
 "tumor" (M2IB's peak within 2 px of a CT tumour) was 0.73 on held-out slices against 0.85 on
 training slices; 16 000 slices (≈ 3.5 GB of CLIP input in memory, generated in about a minute)
 raised it to 0.85 (0.95 on training slices) and the gate's AUC from 0.73 / 0.87 to 0.97 / 0.99
-(RESULTS.md, fourth round). About 18 minutes on 2 idle cores. The shipped model (CLIP 15) is the
-defaults run with ``--threads 1`` beside other work (1699 s); a seed gives the same weights at a
-given thread count.
+(RESULTS.md, fourth round). About 18 minutes on 2 idle cores. The shipped model, CLIP 16
+(twelfth round), is two runs, each with ``--threads 1`` beside other work (a seed gives the same
+weights at a given thread count):
+
+1. CLIP 15, the defaults run (1699 s): ``--out CLIP15 --threads 1`` (weights SHA-256 204b19f6…,
+   the demo model committed before the twelfth round);
+2. CLIP 16, CLIP 15 fine-tuned with the pointing term on the tumour prompts (1259 s):
+   ``--out CLIP16 --threads 1 --init CLIP15 --steps 1600 --lr 2e-4 --loss-weight mass=0.3
+   --mass-structure tumor``. Its card records the init folder and its weights' SHA-256.
 
 Deterministic: fixed data order from ``seed``, seeded initialisation and noise,
 ``torch.use_deterministic_algorithms(True)`` during training, 2 threads by default (``--threads``).
@@ -70,7 +76,9 @@ the caption names only what shows), ``--tune-beta N`` (M2IB's β for the card ch
 slices per target), ``--ct-share`` / ``--tumour-slices`` (the training mix), ``--device cuda``,
 ``--architecture NAME|FILE.json`` (e.g. the 4 px-token ViT tried on an H100, fifth round),
 ``--loss-weight TERM=W`` (a term of :data:`LOSS_WEIGHTS`; ``mass``, the pointing term of
-:func:`mass_loss`, is 0 by default until a run with it is shipped — RESULTS.md, ninth round),
+:func:`mass_loss`, is 0 by default — from scratch it lost whole tumour series, RESULTS.md, tenth
+round; the shipped model adds it in a fine-tune; ``peak``, :func:`peak_loss`, is 0 and was not
+scored), ``--mass-structure NAME`` (the two pointing terms only for the prompts naming it),
 ``--init FOLDER`` (fine-tune a written demo CLIP folder instead of starting from random weights:
 the training heads are fitted alone for ``--head-steps`` steps, then the model follows the usual
 schedule at ``--lr``; RESULTS.md, eleventh round).
@@ -79,12 +87,14 @@ Library: :func:`train_demo_clip`. CLI::
 
     python training/clip_demo.py --out models/demo-clip [--steps N] [--seed S] [--n-train N]
         [--hidden-targets present|unknown] [--tune-beta N] [--ct-share K] [--tumour-slices K] [--device cpu|cuda]
-        [--architecture NAME|FILE.json] [--loss-weight TERM=W ...] [--init FOLDER --head-steps N]
+        [--architecture NAME|FILE.json] [--loss-weight TERM=W ...] [--mass-structure NAME ...]
+        [--init FOLDER --head-steps N]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
@@ -701,9 +711,10 @@ def _build_model(folder: Path, seed: int):
 HEAD_LR = 3e-2       # the training heads' learning rate while they are fitted alone (``init``): six scalars
 
 
-def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> None:
+def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> str:
     """Load the weights of the demo CLIP folder ``init`` into ``model`` (built from ``staged``, the
-    folder this data gives); says what differs when the two do not match."""
+    folder this data gives); says what differs when the two do not match. Returns the weights
+    file's SHA-256 (the card records it: a folder path alone does not say which model it held)."""
     from medclipsam.models.clip import WEIGHT_FILE_NAMES
 
     if not init.is_dir():
@@ -723,6 +734,7 @@ def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> None:
     else:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def _cpu_has_bf16() -> bool:
@@ -768,11 +780,14 @@ def _write_card(folder: Path, extra: dict[str, Any]) -> None:
     except ImportError:                          # older tree without model cards
         MODEL_CARD, card = "model_card.json", {"name": MODEL_NAME, "intended_use": "demo", "notice": NOTICE, **extra}
     (folder / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    metrics = extra.get("metrics", {})
+    how = (f"fine-tuned from the demo CLIP in {metrics['init']} (weights SHA-256 {metrics['init_weights_sha256'][:16]}…)"
+           if metrics.get("init") else "trained from scratch")
     (folder / "README.txt").write_text(
         f"{MODEL_NAME}: {NOTICE}.\n\n"
         "A small BiomedCLIP-shaped CLIP model (architecture 'demo': ViT 128 px / patch 8 / 4 blocks, average "
         "pooling then LayerNorm + 2-layer BERT) "
-        "trained from scratch by training/clip_demo.py on synthetic phantom slices. It knows only the phantom "
+        f"{how} by training/clip_demo.py on synthetic phantom slices. It knows only the phantom "
         "world's structures and says nothing about real images.\n\n"
         "Load with: load_clip('local-dir:PATH') or --clip local-dir:PATH, PATH this folder; M2IB saliency needs "
         f"--set m2ib.layer={extra.get('pipeline_overrides', {}).get('m2ib.layer', M2IB_LAYER)} (the model has 4 image "
@@ -859,7 +874,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
             staged = write_clip_folder(Path(tmp) / "model", arch, None, vocab_words=vocab)
             model, tokenizer = _build_model(staged, seed)
             if init is not None:
-                load_init_weights(model, staged, Path(init))
+                init_sha256 = load_init_weights(model, staged, Path(init))
                 say(f"fine-tuning {init} (heads alone for {head_steps} steps)")
             model.to(dev)
             visual = model.visual
@@ -1017,7 +1032,7 @@ def train_demo_clip(data: Sequence[Slice], out_dir: str | os.PathLike, *, steps:
         "n_train": len(data), "n_val": len(val_data),
         "structures": structures, "m2ib_layer": layer, "loss_weights": w, "dense_focal": dense_focal,
         "presence_focal": presence_focal, **({"mass_structures": list(mass_structures)} if mass_structures else {}),
-        **({"init": str(init), "head_steps": head_steps} if init else {}),
+        **({"init": str(init), "init_weights_sha256": init_sha256, "head_steps": head_steps} if init else {}),
         "contrastive_loss_initial": round(loss0, 4), "contrastive_loss_final": round(loss1, 4),
         "retrieval_auc": calib["auc"], "presence_threshold": calib["presence_threshold"],
         "presence_balanced_accuracy": calib["balanced_accuracy"], "per_prompt_auc": calib["per_prompt_auc"],
