@@ -96,14 +96,14 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_propagation_recovers_the_slice_the_gate_lost(demo_pipeline):
-    """Phantom 10 003: a left-lung tumour on slices 13–18 whose first full slice (14, 291 px) the
-    demo pipeline loses without propagation (its mask there, on the wrong structure, is removed by
-    3D consistency)."""
-    off, on, truth = _with_and_without(demo_pipeline, 10_003)
-    assert truth[14].sum() > 200 and not (off.labels[14] == 1).any()
-    assert _dice(on.labels[14] == 1, truth[14]) > 0.75
+    """Phantom 10 005: a tumour on slices 19–25 whose slice 24 (161 px, towards its lower pole) the
+    demo pipeline loses without propagation (the presence gate judges it absent). With CLIP 15 the
+    scene was phantom 10 003's slice 14; CLIP 16 finds that one without propagation."""
+    off, on, truth = _with_and_without(demo_pipeline, 10_005)
+    assert truth[24].sum() > 150 and not (off.labels[24] == 1).any()
+    assert _dice(on.labels[24] == 1, truth[24]) > 0.75
     report = on.prompts[0].propagation
-    assert 14 in report.added_slices and on.prompts[0].records[14].propagated
+    assert 24 in report.added_slices and on.prompts[0].records[24].propagated
     assert set(report.added_slices) <= set(np.flatnonzero(truth.reshape(len(truth), -1).any(axis=1)))
     assert all(reason for reason in report.rejected.values())        # every rejection says why
     # only the added slices changed
@@ -115,11 +115,13 @@ def test_propagation_recovers_the_slice_the_gate_lost(demo_pipeline):
 
 
 def test_propagated_masks_land_on_the_stored_grid_of_a_feet_first_series(demo_pipeline):
-    """Phantom 10 007 is feet first (the models see its slices flipped left-right): the hepatic
-    lesion's pole slice 22, judged absent by the gate, is recovered where the lesion is on the stored
-    grid (flipped back wrongly it would land on the other side of the body)."""
-    off, on, truth = _with_and_without(demo_pipeline, 10_007)
+    """Phantom 10 049 is feet first (the models see its slices flipped left-right): the tumour's pole
+    slice 10 (154 px, centred 29 px off the midline), judged absent by the gate, is recovered where
+    the tumour is on the stored grid (flipped back wrongly it would land on the other side of the
+    body). With CLIP 15 the scene was phantom 10 007's slice 22."""
+    off, on, truth = _with_and_without(demo_pipeline, 10_049)
     assert on.geometry.direction[0] < 0                               # feet first
-    assert truth[22].sum() > 100 and not (off.labels[22] == 1).any()
-    assert 22 in on.prompts[0].propagation.added_slices
-    assert _dice(on.labels[22] == 1, truth[22]) > 0.75
+    assert truth[10].sum() > 100 and not (off.labels[10] == 1).any()
+    assert abs(np.nonzero(truth[10])[1].mean() - truth.shape[2] / 2) > 20   # far from the midline
+    assert 10 in on.prompts[0].propagation.added_slices
+    assert _dice(on.labels[10] == 1, truth[10]) > 0.75
