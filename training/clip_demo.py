@@ -355,6 +355,14 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
     return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
 
 
+def _pointing_pairs(cover: torch.Tensor, known: torch.Tensor, max_share: float,
+                    prompts: torch.Tensor | None) -> torch.Tensor:
+    """B × P: the (slice, prompt) pairs the pointing terms count — target known and present (at
+    least half a token), covering at most ``max_share`` of the tokens, prompt among ``prompts``."""
+    present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)
+    return present & prompts[None, :] if prompts is not None else present
+
+
 def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, max_share: float = 0.5,
               prompts: torch.Tensor | None = None) -> torch.Tensor:
     """Where the map's mass goes: ``logits`` and ``cover`` B×T×P as for :func:`dense_loss`. For each
@@ -367,9 +375,7 @@ def mass_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, ma
     the pointing game asks, and — unlike −log of the map's share on the target, which was tried
     first (RESULTS.md, ninth round) — it does not let the map sit on one part of the target (one
     of the two lungs for "lungs"). ``prompts`` (P bool): only these prompts' maps count (all when None)."""
-    present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)      # B × P
-    if prompts is not None:
-        present = present & prompts[None, :]
+    present = _pointing_pairs(cover, known, max_share, prompts)
     if not present.any():
         return logits.new_zeros(())
     q = cover / cover.sum(dim=1, keepdim=True).clamp(min=1e-6)                          # B × T × P
@@ -386,9 +392,7 @@ def peak_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, ma
     near-ties between a small tumour and the mirror position on the other side (RESULTS.md, twelfth
     round); this term pays only for the one token that would win the game. ``prompts`` as for
     :func:`mass_loss`."""
-    present = known & (cover.sum(dim=1) >= 0.5) & (cover.mean(dim=1) <= max_share)      # B × P
-    if prompts is not None:
-        present = present & prompts[None, :]
+    present = _pointing_pairs(cover, known, max_share, prompts)
     b, t, p = logits.shape
     g = int(round(math.sqrt(t)))
     if g * g != t:
@@ -715,6 +719,7 @@ def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> str:
     """Load the weights of the demo CLIP folder ``init`` into ``model`` (built from ``staged``, the
     folder this data gives); says what differs when the two do not match. Returns the weights
     file's SHA-256 (the card records it: a folder path alone does not say which model it held)."""
+    from medclipsam.models.checkpoints import load_strict, read_state_dict
     from medclipsam.models.clip import WEIGHT_FILE_NAMES
 
     if not init.is_dir():
@@ -727,13 +732,10 @@ def load_init_weights(model: torch.nn.Module, staged: Path, init: Path) -> str:
     weights = next((init / n for n in WEIGHT_FILE_NAMES if (init / n).is_file()), None)
     if weights is None:
         raise ValueError(f"--init {init}: no weights file ({', '.join(WEIGHT_FILE_NAMES)}) in the folder")
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    hint = "Give a folder written by training/clip_demo.py with the same --architecture."
+    state = read_state_dict(weights, what="--init demo CLIP weights", expected=f"the {weights.name} of a demo CLIP",
+                            where=hint)
+    load_strict(model, state, what="--init demo CLIP weights", path=weights, hint=hint)
     return hashlib.sha256(weights.read_bytes()).hexdigest()
 
 

@@ -73,6 +73,15 @@ def build_network(num_classes: int, cfg: NetworkConfig | None = None) -> torch.n
                      dropout=cfg.dropout)
 
 
+def build_optimizer(params, kind: str, lr: float) -> torch.optim.Optimizer:
+    """AdamW (``adam``) or nnU-Net's SGD with Nesterov momentum 0.99 (``sgd``), weight decay 3e-5."""
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    if kind == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=3e-5)
+    raise ConfigError(f"optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
 def loss_function():
     from monai.losses import DiceCELoss
 
@@ -95,10 +104,7 @@ def train_ensemble(data: SliceSet, num_classes: int, out_dir: str | Path, cfg: T
     gen = torch.Generator().manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     net = build_network(num_classes, cfg.network).to(device)
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=sched.lr_max, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    else:
-        opt = torch.optim.AdamW(net.parameters(), lr=sched.lr_max, weight_decay=3e-5)
+    opt = build_optimizer(net.parameters(), cfg.optimizer, sched.lr_max)
     loss_fn = loss_function()
     amp = device.type == "cuda"
     members, stats = [], []

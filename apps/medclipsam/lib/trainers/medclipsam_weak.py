@@ -40,9 +40,9 @@ class MedClipSamWeakTrain(BasicTrainTask):
         return build_network(self.vocabulary.prompted_value + 1)
 
     def optimizer(self, context):
-        import torch
+        from medclipsam.weak.train import TrainConfig, build_optimizer
 
-        return torch.optim.AdamW(context.network.parameters(), lr=service.train_defaults()["lr_max"], weight_decay=3e-5)
+        return build_optimizer(context.network.parameters(), TrainConfig().optimizer, service.train_defaults()["lr_max"])
 
     def loss_function(self, context):
         from medclipsam.weak.train import loss_function
