@@ -29,3 +29,19 @@ class ConfigError(MedClipSamError):
 
 class UnknownMethodError(ConfigError):
     """A registry was asked for a method it does not have."""
+
+
+class NotFoundError(InputError):
+    """A request names an image, label, model or session the server does not have (HTTP 404)."""
+
+
+class RefusedError(InputError):
+    """A request the server's settings do not allow (HTTP 403), e.g. deleting a source study."""
+
+
+class ConflictError(InputError):
+    """A request would overwrite something that must be kept (HTTP 409)."""
+
+
+class TooLargeError(InputError):
+    """An upload over the server's size limit (HTTP 413)."""
