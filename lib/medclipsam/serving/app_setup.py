@@ -9,6 +9,8 @@ the known traps of MONAI Label 0.8.5 handled once here (``../shared/docs/monaila
 * **MLflow tracking** — the default file-store tracking fails with mlflow 3 and MONAI 1.6: off
   unless ``MONAI_LABEL_TRACKING_ENABLED`` is set;
 * **blocking inference** — :func:`make_infer_nonblocking` (:mod:`.routes`).
+* **login and exposure** — MONAI Label's token check refuses every token under PyJWT 2; replaced,
+  and a non-loopback server without login is warned about in the log (:mod:`.auth`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def handle_environment_traps(app_dir: str | Path) -> list[str]:
         except ImportError:
             pass
         changed.append("MONAI_LABEL_TRACKING_ENABLED = false")
+    from .auth import secure_server_start
+
+    secure_server_start()
     for c in changed:
         logger.info("medclipsam: %s", c)
     return changed
