@@ -53,7 +53,7 @@ def test_infer_route_is_ours_and_answers_errors_before_loading_models(client):
 
     client.get("/info/")                                   # builds the app, which installs the route
     first = next(r for r in app.router.routes if getattr(r, "path", "") == "/infer/{model}")
-    assert getattr(first.endpoint, "medclipsam_nonblocking_infer", False)
+    assert getattr(first.endpoint, "medclipsam_guarded_route", False)
     r = client.post("/infer/medclipsam?image=ct_chest", data={"params": json.dumps({"prompt": ""})})
     assert r.status_code == 400 and "no text prompt" in r.json()["detail"]
     r = client.post("/infer/medclipsam?image=ct_chest", data={"params": json.dumps({"prompt": "lungs",

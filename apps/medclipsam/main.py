@@ -13,6 +13,9 @@ Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the de
     dicom_cache where the DICOM-folder datastore keeps its NIfTI cache and labels (default <studies>/.medclipsam)
     auto_train_after  retrain medclipsam_weak after this many new final labels (default 5; 0: never)
     model_dir   where the retrained ensembles are kept (default apps/medclipsam/model)
+    allow_delete      true: DELETE /datastore/image may remove an uploaded image (default false)
+    max_upload_mb     largest image / session upload in MiB (default 2048)
+    max_label_mb      largest label upload in MiB (default 512)
 
 Models load on the first inference, once per device. The wiring is thin; the work is in the
 ``medclipsam`` package (``medclipsam.serving``).
@@ -39,7 +42,7 @@ class MedClipSamApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medclipsam",
                          description="Text-prompted zero-shot segmentation of DICOM series (MedCLIP-SAM)",
                          version=app_setup.version())
-        app_setup.make_infer_nonblocking(lambda: list(self._infers))
+        self.setup.install_routes(lambda: list(self._infers))
 
     def init_datastore(self):
         return self.setup.datastore(default=super().init_datastore)

@@ -8,7 +8,10 @@ the known traps of MONAI Label 0.8.5 handled once here (``../shared/docs/monaila
   (a KeyError leaves the task SUBMITTED for ever): set to the app folder when missing;
 * **MLflow tracking** — the default file-store tracking fails with mlflow 3 and MONAI 1.6: off
   unless ``MONAI_LABEL_TRACKING_ENABLED`` is set;
-* **blocking inference** — :func:`make_infer_nonblocking` (:mod:`.routes`).
+* **trusting routes and blocking inference** — :meth:`AppSetup.install_routes` puts checked routes
+  (ids, tags, uploads, options; inference in a worker thread) in front of MONAI Label's
+  (:mod:`.routes`), with upload limits read before a body (:mod:`.upload_limit`), and the datastores
+  are guarded (:mod:`.store_guard`).
 * **login and exposure** — MONAI Label's token check refuses every token under PyJWT 2; replaced,
   and a non-loopback server without login is warned about in the log (:mod:`.auth`).
 """
@@ -29,6 +32,7 @@ from .vocabulary import Vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
+MIB = 1024 * 1024
 DATASTORE_KINDS = ("auto", "nifti", "dicom")
 NIFTI_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd")
 
@@ -95,6 +99,33 @@ class AppSetup:
     auto_train_after: int = 5             # retrain medclipsam_weak after this many new final labels (0: never)
     model_dir: str | None = None          # where medclipsam_weak's ensembles go (default <app>/model)
     notes: list[str] = field(default_factory=list)
+    allow_delete: bool = False            # DELETE /datastore/image (a source study) allowed
+    max_upload_mb: int = 2048             # images, sessions, infer uploads
+    max_label_mb: int = 512               # label uploads
+
+    @property
+    def policy(self):
+        """What the guarded datastores accept (:class:`.store_guard.StorePolicy`)."""
+        if getattr(self, "_policy", None) is None:
+            from .label_check import LabelLimits
+            from .store_guard import StorePolicy
+
+            self._policy = StorePolicy(vocabulary=self.vocabulary, allow_delete=self.allow_delete,
+                                       label_limits=LabelLimits(max_bytes=self.max_label_mb * MIB))
+        return self._policy
+
+    def install_routes(self, our_models: Callable[[], Iterable[str]]) -> bool:
+        """The checked routes and the upload limits on MONAI Label's FastAPI app (once)."""
+        from monailabel.config import settings
+        from monailabel.app import app
+
+        from .routes import install_routes
+        from .upload_limit import UploadLimits, install_upload_limit
+
+        api = settings.MONAI_LABEL_API_STR
+        install_upload_limit(app, UploadLimits(default_bytes=self.max_upload_mb * MIB,
+                                               by_path={f"{api}/datastore/label": self.max_label_mb * MIB}))
+        return install_routes(app, our_models)
 
     @property
     def weak_model_dir(self) -> Path:
@@ -147,8 +178,15 @@ class AppSetup:
             auto_train = int(conf.get("auto_train_after", "5"))
         except ValueError:
             raise ConfigError(f"--conf auto_train_after {conf['auto_train_after']!r} is not a whole number") from None
+        from .request import as_bool
+
+        try:
+            allow_delete = as_bool(conf.get("allow_delete", "false"), "allow_delete")
+        except ConfigError:
+            raise ConfigError(f"--conf allow_delete {conf['allow_delete']!r}: give true or false") from None
         return cls(Path(app_dir), studies, segmenter, vocabulary, preset, kind, conf.get("dicom_cache") or None,
-                   device, auto_train, conf.get("model_dir") or None, notes)
+                   device, auto_train, conf.get("model_dir") or None, notes, allow_delete,
+                   _positive_int(conf, "max_upload_mb", 2048), _positive_int(conf, "max_label_mb", 512))
 
     def datastore(self, default: Callable[[], Any]):
         if self.datastore_kind == "dicom":
@@ -157,7 +195,16 @@ class AppSetup:
             from .dicom_datastore import DicomFolderDatastore
 
             return DicomFolderDatastore(self.studies, self.dicom_cache, vocabulary=self.vocabulary,
-                                        auto_reload=False, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+                                        auto_reload=False, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+                                        policy=self.policy)
+        if self.datastore_kind == "nifti":
+            from .store_guard import guarded_local_datastore
+
+            return guarded_local_datastore(self.studies, self.policy)
+        if self.datastore_kind == "dicomweb":
+            from .dicomweb_datastore import dicomweb_datastore
+
+            return dicomweb_datastore(self.studies, self.vocabulary) or default()   # None: XNAT/DSA
         return default()
 
     def strategies(self) -> dict[str, Any]:
@@ -167,10 +214,12 @@ class AppSetup:
         return {"random": Random(), "first": First()}
 
 
-def make_infer_nonblocking(our_models: Callable[[], Iterable[str]]) -> bool:
-    """Install :func:`.routes.install_infer_route` on MONAI Label's FastAPI app (once)."""
-    from monailabel.app import app
-
-    from .routes import install_infer_route
-
-    return install_infer_route(app, our_models)
+def _positive_int(conf: Mapping[str, str], key: str, default: int) -> int:
+    text = conf.get(key, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"--conf {key} {text!r}: give a whole number of MiB above 0 (default {default})")
+    return value

@@ -30,7 +30,8 @@ from typing import Any
 
 from monailabel.datastore.local import LocalDatastore
 
-from ..errors import MedClipSamError
+from ..errors import InputError, MedClipSamError
+from .store_guard import GuardedStore, StorePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +115,21 @@ def index_dicom_folder(studies: Path, store: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-class DicomFolderDatastore(LocalDatastore):
-    """MONAI Label datastore over a local DICOM folder (module docstring)."""
+class DicomFolderDatastore(GuardedStore, LocalDatastore):
+    """MONAI Label datastore over a local DICOM folder (module docstring), guarded
+    (:class:`~medclipsam.serving.store_guard.GuardedStore`): no image uploads or deletions (the
+    studies are DICOM), labels validated, a ``final`` label stored only together with its DICOM SEG."""
+
+    accepts_image_uploads = False
 
     def __init__(self, studies: str | Path, cache_dir: str | Path | None = None, *, vocabulary=None,
-                 auto_reload: bool = False, read_only: bool = False) -> None:
+                 auto_reload: bool = False, read_only: bool = False, policy: StorePolicy | None = None) -> None:
         self.studies = Path(studies).resolve()
         if not self.studies.is_dir():
             raise MedClipSamError(f"studies folder {self.studies} not found; pass a folder of DICOM series")
         self.store = Path(cache_dir).resolve() if cache_dir else self.studies / STORE_DIR
         self.vocabulary = vocabulary
+        self.policy = policy or StorePolicy(vocabulary=vocabulary)
         self.series = index_dicom_folder(self.studies, self.store)
         super().__init__(str(self.store), images_dir="images", labels_dir="labels", extensions=("*.nii.gz",),
                          auto_reload=auto_reload, read_only=read_only)
@@ -131,7 +137,7 @@ class DicomFolderDatastore(LocalDatastore):
             info = {k: meta[k] for k in ("description", "modality", "study_uid")}
             try:
                 self.update_image_info(uid, {"dicom": info})
-            except Exception:                     # an image the base class has not indexed: skipped
+            except MedClipSamError:               # an image the base class has not indexed: skipped
                 logger.debug("no datastore entry for %s", uid)
 
     def name(self) -> str:
@@ -140,20 +146,31 @@ class DicomFolderDatastore(LocalDatastore):
     def dicom_dir(self, image_id: str) -> Path:
         return self.store / "images" / image_id
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        label_id = super().save_label(image_id, label_filename, label_tag, label_info)
-        if label_tag == "final":
-            self._write_seg(image_id, self.get_label_uri(label_id, label_tag), label_info or {})
-        return label_id
-
     def seg_path(self, image_id: str) -> Path:
         return self.store / "dicom-seg" / f"{image_id}.dcm"
 
-    def _write_seg(self, image_id: str, label_path: str, label_info: dict[str, Any]) -> None:
+    def publish_label(self, image_id: str, tag: str, staged: Path, info: dict[str, Any], empty: bool = False) -> None:
+        """A ``final`` label: its DICOM SEG is written first (beside, then moved into place after the
+        label), so a SEG that cannot be made fails the request and leaves label and SEG as they were.
+        An empty final label ("nothing there") is kept; a DICOM SEG cannot be empty, so an earlier
+        SEG of the image is removed rather than left stale."""
         from .labels import write_label_as_seg
 
+        if tag != "final":
+            return super().publish_label(image_id, tag, staged, info, empty)
+        dest = self.seg_path(image_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if empty:
+            super().publish_label(image_id, tag, staged, info, empty)
+            if dest.exists():
+                dest.unlink()
+                logger.info("medclipsam: empty final label of %s: its earlier DICOM SEG removed", image_id)
+            return
+        partial = staged.with_name("label.dcm")
         try:
-            write_label_as_seg(self.dicom_dir(image_id), Path(label_path), self.seg_path(image_id),
-                               label_info.get("label_info"), self.vocabulary)
+            write_label_as_seg(self.dicom_dir(image_id), staged, partial, info.get("label_info"), self.vocabulary)
         except MedClipSamError as e:
-            logger.warning("medclipsam: final label of %s saved, but no DICOM SEG written: %s", image_id, e)
+            raise InputError(f"the final label of {image_id} was not saved: its DICOM SEG could not be written "
+                             f"({e})") from None
+        super().publish_label(image_id, tag, staged, info, empty)
+        os.replace(partial, dest)

@@ -75,6 +75,8 @@ def dicom_sibling(path: Path) -> Path | None:
 
 
 def resolve_input(image: str | Path) -> ResolvedInput:
+    if not str(image).strip():
+        raise InputError("no image given; name one of the datastore's images (GET /datastore/?output=all)")
     p = Path(image)
     if not p.exists():
         raise InputError(f"image {p} not found on the server; pick an image of the datastore")
