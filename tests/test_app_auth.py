@@ -436,6 +436,7 @@ def test_token_check_in_process(monkeypatch, keys):
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_ENABLE", True)
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_TIMEOUT", 3)
     monkeypatch.setattr(auth, "_key_cache", {})
+    monkeypatch.setattr(auth, "_failures", {})
     with fake_realm(keys["realm"]) as realm:
         monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_REALM_URI", realm)
         user = auth.user_from_token(make_token(keys["realm"], [USER, "x"], username="dana"))
@@ -457,10 +458,37 @@ def test_token_check_in_process(monkeypatch, keys):
         monkeypatch.delenv(auth.ALGORITHMS_SETTING)
         token = make_token(keys["realm"], ALL_ROLES)
     monkeypatch.setattr(auth, "_key_cache", {})
+    monkeypatch.setattr(auth, "_failures", {})
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_REALM_URI", f"http://127.0.0.1:{free_port()}/realms/gone")
     with pytest.raises(HTTPException) as e:
         auth.user_from_token(token)
     assert e.value.status_code == 503 and "MONAI_LABEL_AUTH_REALM_URI" in e.value.detail
+
+
+def test_realm_key_is_kept_while_the_realm_is_down_and_asked_again_only_now_and_then(monkeypatch, keys):
+    from medclipsam.serving import auth
+    from servers import free_port
+
+    monkeypatch.setattr(auth, "_key_cache", {})
+    monkeypatch.setattr(auth, "_failures", {})
+    fetches = []
+    real_fetch = auth._fetch_public_key
+    monkeypatch.setattr(auth, "_fetch_public_key", lambda uri, timeout: fetches.append(uri) or real_fetch(uri, timeout))
+    with fake_realm(keys["realm"]) as realm:
+        key = auth.realm_public_key(realm, 3)
+        assert auth.realm_public_key(realm, 3) is key and len(fetches) == 1          # cached
+    monkeypatch.setattr(auth, "KEY_CACHE_SECONDS", 0.0)                             # due again; realm gone
+    assert auth.realm_public_key(realm, 3) is key and len(fetches) == 2
+    assert auth.realm_public_key(realm, 3) is key and len(fetches) == 2          # not asked again yet
+    gone = f"http://127.0.0.1:{free_port()}/realms/gone"
+    for _ in range(2):
+        with pytest.raises(auth.RealmUnavailable, match="MONAI_LABEL_AUTH_REALM_URI"):
+            auth.realm_public_key(gone, 3)
+    assert fetches.count(gone) == 1
+    monkeypatch.setattr(auth, "RETRY_SECONDS", 0.0)
+    with pytest.raises(auth.RealmUnavailable):
+        auth.realm_public_key(gone, 3)
+    assert fetches.count(gone) == 2
 
 
 def test_install_replaces_monailabels_from_token():

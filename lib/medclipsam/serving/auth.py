@@ -43,6 +43,7 @@ ALGORITHMS_SETTING = "MEDCLIPSAM_AUTH_ALGORITHMS"
 CORS_SETTING = "MEDCLIPSAM_CORS_ORIGINS"
 DEFAULT_ALGORITHMS = "RS256"
 KEY_CACHE_SECONDS = 600.0          # the realm's key is fetched again after this (key rotation)
+RETRY_SECONDS = 30.0               # a realm that failed is asked again after this (each try may block)
 
 # Asymmetric JWS algorithms by the kind of public key they verify with. HMAC (HS*) is never
 # accepted: the realm publishes its key, and a token "signed" with a public key as HMAC secret is the
@@ -51,12 +52,14 @@ _RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC = ("ES256", "ES384", "ES512")
 _OKP = ("EdDSA",)
 
-_key_cache: dict[str, tuple[float, Any]] = {}
-_key_lock = threading.Lock()
-
 
 class RealmUnavailable(Exception):
     """The Keycloak realm's public key cannot be fetched or read (answered as HTTP 503)."""
+
+
+_key_cache: dict[str, tuple[float, Any]] = {}
+_failures: dict[str, tuple[float, RealmUnavailable]] = {}
+_key_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- token check
@@ -114,19 +117,27 @@ def _fetch_public_key(realm_uri: str, timeout: float) -> Any:
 
 def realm_public_key(realm_uri: str, timeout: float = 10.0) -> Any:
     """The realm's public key, fetched from ``realm_uri`` (JSON ``public_key``: base64 DER) and kept
-    for :data:`KEY_CACHE_SECONDS`; while the realm is down a key fetched before is used."""
+    for :data:`KEY_CACHE_SECONDS`. While the realm is down a key fetched before is used, and the realm
+    is asked again only every :data:`RETRY_SECONDS` (a failed fetch is raised again meanwhile)."""
     now = time.monotonic()
     with _key_lock:
         cached = _key_cache.get(realm_uri)
         if cached and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
+        failed = _failures.get(realm_uri)
+        if failed and now - failed[0] < RETRY_SECONDS:
+            if cached:
+                return cached[1]
+            raise failed[1]
         try:
             key = _fetch_public_key(realm_uri, timeout)
         except RealmUnavailable as e:
+            _failures[realm_uri] = (now, e)
             if cached is None:
                 raise
             logger.warning("medclipsam: %s; using the key fetched %.0f s ago", e, now - cached[0])
             return cached[1]
+        _failures.pop(realm_uri, None)
         _key_cache[realm_uri] = (now, key)
         return key
 
