@@ -154,3 +154,20 @@ def test_concurrent_requests_queue_and_models_load_once(nifti_copy):
     assert sum(js["seconds"]["queued"] > 0 for _, js in results) >= 2   # two of them waited their turn
     for path, _ in results:
         Path(path).unlink()
+
+
+def test_result_json_reports_overlaps_and_the_tumour_inside_the_lungs_survives(segmenter, nifti_copy):
+    """``lungs; tumor``: the tumour (vocabulary value 4) keeps the voxels the lungs (1) also claim,
+    and the result JSON says so (issue 21)."""
+    path, js = segmenter(nifti_copy, {"prompt": "lungs; tumor", "slices": "13:20"})
+    try:
+        label, truth = _read(path).array.astype(int), _read(TRUTH).array.astype(int)
+        tumour = label == 4
+        assert (tumour & (truth == 1)).sum() > 0.6 * (truth[13:20] == 1).sum()
+        [overlap] = js["overlaps"]
+        assert overlap["labels"] == [1, 4] and overlap["names"] == ["lungs", "tumor"]
+        assert overlap["kept_label"] == 4 and overlap["kept_name"] == "tumor" and overlap["voxels"] > 0
+        assert overlap["rule"] == "the smaller target"
+        assert any("overlap" in n for n in js["notes"])
+    finally:
+        Path(path).unlink(missing_ok=True)

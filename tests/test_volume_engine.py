@@ -215,8 +215,44 @@ def test_bit_labels_multi_label_with_overlap():
     s1.or_region(0, slice(1, 3), slice(0, 4), np.ones((2, 4), bool))
     assert s0.get(0).sum() == 8 and s1.get(0).sum() == 8 and not s1.any(1)
     labels, overlaps = bl.to_label_map()
-    assert overlaps == {(0, 1): 4}
+    # same size (8 voxels each): the earlier prompt keeps the 4 shared voxels
+    assert [(o.first, o.second, o.voxels, o.kept, o.sizes) for o in overlaps] == [(0, 1, 4, 0, (8, 8))]
     assert (labels[0, :2] == 1).all() and (labels[0, 2] == 2).all() and (labels[0, 3] == 0).all()
+
+
+@pytest.mark.parametrize("small_first", [True, False])
+def test_bit_labels_a_small_blob_inside_a_big_one_survives_in_either_order(small_first):
+    big = np.zeros((4, 12, 12), bool)
+    big[:, 1:11, 1:11] = True                            # 400 voxels
+    small = np.zeros_like(big)
+    small[1:3, 4:7, 4:7] = True                          # 18 voxels, all inside the big one
+    third = np.zeros_like(big)
+    third[3, 0:2, 0:12] = True                           # 24 voxels, 10 of them inside the big one
+    order = [small, big, third] if small_first else [big, small, third]
+    bl = BitLabels(big.shape)
+    for bit, mask in enumerate(order):
+        stack = bl.stack(bit)
+        for k in range(len(mask)):
+            stack.or_region(k, slice(0, 12), slice(0, 12), mask[k])
+    assert bl.bit_counts()[0][:3].tolist() == [int(m.sum()) for m in order]
+    labels, overlaps = bl.to_label_map()
+    s_label, b_label = (1, 2) if small_first else (2, 1)
+    assert (labels[small] == s_label).all()              # the whole small blob keeps its label
+    assert (labels[big & ~small & ~third] == b_label).all()
+    assert (labels[third] == 3).all() and not labels[~(big | third)].any()
+    got = {(o.first, o.second): (o.voxels, o.kept) for o in overlaps}
+    assert got == {(0, 1): (18, s_label - 1), (b_label - 1, 2): (10, 2)}
+
+
+def test_overlap_is_reported_with_the_label_that_kept_it():
+    from medclipsam.volume.engine import Overlap, VolumeResult
+
+    r = VolumeResult(np.zeros((1, 2, 2), np.uint8), Geometry((1, 2, 2), (1, 1, 1), (0, 0, 0)), [], None, 1, 1, 0,
+                     {}, overlaps=[Overlap(0, 1, 7, 1, (900, 40))])
+    assert r.overlap_report() == [{"labels": [1, 2], "voxels": 7, "kept_label": 2, "sizes": [900, 40],
+                                   "rule": "the smaller target"}]
+    app = r.overlap_report(values=[1, 4], names=["lungs", "tumor"])
+    assert app[0]["labels"] == [1, 4] and app[0]["kept_label"] == 4 and app[0]["kept_name"] == "tumor"
 
 
 # ---------------------------------------------------------------- slice engine (tiny random models)
@@ -368,3 +404,52 @@ def test_inspected_slices_keep_every_stage_and_render_a_montage(tiny_pipeline):
     with pytest.raises(ValueError, match="inspect"):
         render_montage(VolumePipeline(tiny_pipeline, VolumeConfig(presence=PresenceConfig(threshold=1.0))).run(
             vol, ["lesion"]))
+
+
+# ---------------------------------------------------------------- overlaps with the demo models (issue 21)
+PHANTOM_SERIES = "sample-data/phantoms/ct_chest"
+PHANTOM_TRUTH = "sample-data/phantoms/ct_chest_labels.nii.gz"     # 1 tumor, 2 left lung, 3 right lung
+TUMOUR_RANGE = (12, 21)                                            # the tumour (slices 14–18) and its neighbours
+
+
+@pytest.fixture(scope="module")
+def demo_pipeline():
+    from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config
+    from medclipsam.models import load_clip, load_sam
+    from medclipsam.pipeline import Pipeline
+
+    check_demo_models()
+    clip, sam = load_clip(DEMO_CLIP), load_sam(DEMO_SAM)
+    return Pipeline(clip, sam, demo_pipeline_config(clip, sam))
+
+
+def test_a_tumour_inside_the_lungs_survives_either_prompt_order(demo_pipeline):
+    """``lungs; tumor`` once lost the tumour to the lungs (the earlier prompt kept every shared voxel:
+    Dice 0.82 alone, 0.044 after "lungs"). The smaller claim now wins, whatever the order."""
+    from pathlib import Path
+
+    from medclipsam.dicom import read_series
+    from medclipsam.volume.itk_io import read_volume
+
+    root = Path(__file__).resolve().parents[1]
+    rows = slice(*TUMOUR_RANGE)
+    truth = read_volume(root / PHANTOM_TRUTH).array[rows] == 1
+
+    def tumour_dice(prompts):
+        with read_series(root / PHANTOM_SERIES) as src:
+            r = VolumePipeline(demo_pipeline, VolumeConfig(slice_range=TUMOUR_RANGE)).run(src, prompts)
+        mask = r.labels[rows] == prompts.index("tumor") + 1
+        return 2 * float((mask & truth).sum()) / max(int(mask.sum() + truth.sum()), 1), r
+
+    alone, _ = tumour_dice(["tumor"])
+    assert alone > 0.7
+    for prompts in (["lungs", "tumor"], ["tumor", "lungs"]):
+        dice, r = tumour_dice(prompts)
+        assert dice > alone - 0.03, (prompts, dice, alone)
+        t, lungs = prompts.index("tumor"), prompts.index("lungs")
+        tumour = r.prompts[t].voxels
+        [report] = r.overlap_report()
+        # the test means something: most of the tumour lies inside the lungs' mask
+        assert report["voxels"] > tumour / 2
+        assert report["kept_label"] == t + 1 and report["sizes"][t] < report["sizes"][lungs]
+        assert any(f"prompt {t + 1} keeps them (the smaller target" in n for n in r.notes), r.notes

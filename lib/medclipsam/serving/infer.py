@@ -234,6 +234,7 @@ class ZeroShotSegmenter:
             "targets": per_target, "source": str(inp.volume_path), "dicom": inp.dicom_dir is not None,
             "slices": result.slices, "processed": result.processed, "gated": result.gated,
             "notes": ([inp.note] if inp.note else []) + list(result.notes),
+            "overlaps": result.overlap_report([t.value for t in targets], [t.name for t in targets]),
             "warnings": pipeline.warnings(), "models": pipeline.identity(), "device": str(device),
             "preset": options.preset, "config": pipeline.config.to_dict(), "seconds": seconds,
         }

@@ -27,7 +27,9 @@ passes run under bf16 autocast and SAM's batch is fitted to the free GPU memory;
 one slice at a time.
 
 Several prompts give a multi-label result: label ``i + 1`` is prompt ``i``; where two prompts
-claim a voxel the earlier prompt keeps it and the overlap is reported.
+claim a voxel the smaller target (fewer voxels in the whole volume; ties: the earlier prompt)
+keeps it, whatever the order — a tumour inside the lung survives ``lungs; tumor`` — and the
+overlap is reported (:meth:`BitLabels.to_label_map`).
 """
 
 from __future__ import annotations
@@ -159,6 +161,23 @@ def sam_bytes_per_slice(sam_model: torch.nn.Module, dtype_bytes: int = 2) -> int
     return int(heads * tokens * tokens * dtype_bytes * 2 + tokens * dim * dtype_bytes * 24)
 
 
+@dataclass(frozen=True)
+class Overlap:
+    """Voxels claimed by two prompts (0-based indices ``first`` < ``second``) and who keeps them."""
+
+    first: int
+    second: int
+    voxels: int
+    kept: int                           # the prompt index whose label the voxels get
+    sizes: tuple[int, int]              # each prompt's voxels in the whole volume before the merge
+
+    @property
+    def reason(self) -> str:
+        if self.sizes[0] == self.sizes[1]:
+            return "same size: the earlier prompt"
+        return "the smaller target"
+
+
 class BitLabels:
     """A slices×rows×cols uint8 volume holding one bit per prompt."""
 
@@ -168,25 +187,47 @@ class BitLabels:
     def stack(self, bit: int) -> "_BitStack":
         return _BitStack(self.array, bit)
 
-    def to_label_map(self) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
-        """In place: bit i → label i + 1, the lowest bit winning; returns overlaps (i, j) → voxels."""
-        overlaps: dict[tuple[int, int], int] = {}
-        a = self.array
+    def bit_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per bit the voxels that have it, and per bit pair (i, j) the voxels that have both.
+
+        One histogram of the 256 byte values per slice (no whole-volume temporary); both counts are
+        sums over that histogram."""
+        hist = np.zeros(256, dtype=np.int64)
+        for k in range(self.array.shape[0]):
+            hist += np.bincount(self.array[k].ravel(), minlength=256)
+        values = np.arange(256)
+        bits = ((values[:, None] >> np.arange(MAX_PROMPTS)[None, :]) & 1).astype(bool)    # 256 × 8
+        per_bit = hist @ bits
+        pairs = (bits[:, :, None] & bits[:, None, :]).reshape(256, -1)
+        per_pair = (hist @ pairs).reshape(MAX_PROMPTS, MAX_PROMPTS)
+        return per_bit, per_pair
+
+    def to_label_map(self) -> tuple[np.ndarray, list[Overlap]]:
+        """In place: bit i → label i + 1; where several bits are set the **smallest** target wins.
+
+        "Smallest" is the bit with the fewest voxels in the whole volume (ties: the lower bit, i.e.
+        the earlier prompt), so a structure inside another (a tumour inside the lung) survives
+        whatever the prompt order. A voxel claimed by three or more prompts goes to the smallest of
+        them. Returns the label map and every overlapping pair with its voxel count and winner.
+        Memory: two passes over the slices (a histogram, then a 256-entry lookup table), nothing of
+        the volume's size besides the array itself."""
+        per_bit, per_pair = self.bit_counts()
+        rank = {b: r for r, b in enumerate(sorted(range(MAX_PROMPTS), key=lambda b: (int(per_bit[b]), b)))}
         lut = np.zeros(256, dtype=np.uint8)
         for v in range(1, 256):
-            lut[v] = (v & -v).bit_length()          # index of the lowest set bit, + 1
+            set_bits = [b for b in range(MAX_PROMPTS) if v >> b & 1]
+            lut[v] = min(set_bits, key=rank.__getitem__) + 1
+        overlaps = []
+        for i in range(MAX_PROMPTS):
+            for j in range(i + 1, MAX_PROMPTS):
+                if per_pair[i, j]:
+                    kept = i if rank[i] < rank[j] else j
+                    overlaps.append(Overlap(i, j, int(per_pair[i, j]), kept, (int(per_bit[i]), int(per_bit[j]))))
+        a = self.array
         for k in range(a.shape[0]):
             s = a[k]
-            if not s.any():
-                continue
-            multi = s & (s - 1)
-            if multi.any():
-                for i in range(MAX_PROMPTS):
-                    for j in range(i + 1, MAX_PROMPTS):
-                        both = int(np.count_nonzero((s >> i) & (s >> j) & 1))
-                        if both:
-                            overlaps[(i, j)] = overlaps.get((i, j), 0) + both
-            a[k] = lut[s]
+            if s.any():
+                a[k] = lut[s]
         return a, overlaps
 
 
@@ -271,7 +312,7 @@ class VolumeResult:
     gated: int                          # slices in range judged absent for every prompt
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
-    overlaps: dict[tuple[int, int], int] = field(default_factory=dict)
+    overlaps: list[Overlap] = field(default_factory=list)
     slice_range: tuple[int, int] = (0, 0)
     roi: tuple[int, int, int, int] | None = None
     details: list[SliceDetail] = field(default_factory=list)
@@ -286,10 +327,24 @@ class VolumeResult:
             "slices": self.slices, "processed": self.processed, "gated": self.gated,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "notes": self.notes,
-            "overlaps": [{"labels": [i + 1, j + 1], "voxels": n, "kept_label": i + 1}
-                         for (i, j), n in sorted(self.overlaps.items())],
+            "overlaps": self.overlap_report(),
             "prompts": [p.summary() for p in self.prompts],
         }
+
+    def overlap_report(self, values: Sequence[int] | None = None,
+                       names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The overlapping prompt pairs as JSON: labels (``values[i]``, default ``i + 1``), their
+        voxels, the label that kept them and why; ``names`` adds the targets' names."""
+        value = (lambda i: int(values[i])) if values is not None else (lambda i: i + 1)
+        out = []
+        for o in self.overlaps:
+            row: dict[str, Any] = {"labels": [value(o.first), value(o.second)], "voxels": o.voxels,
+                                   "kept_label": value(o.kept), "sizes": list(o.sizes), "rule": o.reason}
+            if names is not None:
+                row["names"] = [names[o.first], names[o.second]]
+                row["kept_name"] = names[o.kept]
+            out.append(row)
+        return out
 
 
 def _batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -404,9 +459,11 @@ class VolumePipeline:
             run.add_seconds("propagation", time.perf_counter() - tp)
 
         label_map, overlaps = run.labels.to_label_map()
-        for (i, j), count in sorted(overlaps.items()):
-            run.notes.append(f"prompts {i + 1} and {j + 1} overlap on {count} voxels; label {i + 1} (the earlier "
-                             "prompt) keeps them")
+        for o in overlaps:
+            kept, lost = (0, 1) if o.kept == o.first else (1, 0)
+            run.notes.append(f"prompts {o.first + 1} ({_name(items[o.first])}) and {o.second + 1} "
+                             f"({_name(items[o.second])}) overlap on {o.voxels} voxels; prompt {o.kept + 1} keeps "
+                             f"them ({o.reason}: {o.sizes[kept]} voxels vs {o.sizes[lost]})")
         voxels = np.zeros(len(items) + 1, dtype=np.int64)
         for k in range(n):                       # per slice: a whole-volume comparison would double memory
             voxels += np.bincount(label_map[k].ravel(), minlength=len(items) + 1)[:len(items) + 1]
@@ -603,5 +660,5 @@ class VolumePipeline:
         return items
 
 
-__all__ = ["VolumeConfig", "VolumePipeline", "split_volume_overrides", "VOLUME_SETTINGS", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "fit_batch_size",
+__all__ = ["VolumeConfig", "VolumePipeline", "split_volume_overrides", "VOLUME_SETTINGS", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "Overlap", "fit_batch_size",
            "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]
