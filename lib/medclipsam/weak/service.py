@@ -230,10 +230,13 @@ def most_uncertain(datastore: Any, predictor: EnsemblePredictor) -> tuple[str | 
 
 
 def labels_since_training(datastore: Any, predictor: EnsemblePredictor) -> int:
-    """Final labels saved after the published ensemble was trained (all of them before the first training)."""
+    """Images whose final label was saved after the published ensemble was trained (all of them before
+    the first training). Each image counts once, however often its label was resubmitted; the
+    datastore's ``get_labeled_images()`` must list a label saved a moment ago (MONAI Label's DICOMweb
+    store caches that list for two hours and lists an image once per SEG; ours does neither)."""
     stamp = model_stamp(predictor) / 1e9
     count = 0
-    for image_id in datastore.get_labeled_images():
+    for image_id in sorted(set(datastore.get_labeled_images())):
         try:
             label_id = datastore.get_label_by_image_id(image_id, "final")
             ts = float((datastore.get_label_info(label_id, "final") or {}).get("ts", 0))
