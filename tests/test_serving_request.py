@@ -40,10 +40,36 @@ def test_ohif_label_prompt_maps_to_vocabulary_values(vocab):
         resolve_targets({"label_prompt": [42]}, vocab)
 
 
-@pytest.mark.parametrize("request_", [{}, {"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]}])
+@pytest.mark.parametrize("request_", [{"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]}, {"prompt": None},
+                                      {"label_prompt": []}, {"label_prompt": [], "prompt": " "},
+                                      {"prompt": "", "result_extension": ".nrrd", "restore_label_idx": False}])
 def test_empty_prompt_is_a_clear_error(vocab, request_):
+    # 3D Slicer sends every option, so an empty prompt arrives as "": the 400 names the fix
     with pytest.raises(InputError, match="no text prompt"):
         resolve_targets(request_, vocab)
+
+
+@pytest.mark.parametrize("request_", [{}, {"result_extension": ".nrrd", "result_dtype": "uint8",
+                                           "result_compress": False, "restore_label_idx": False},
+                                      {"slices": "12:18", "preset": ["v2", "v1"]}])
+def test_a_request_that_names_no_target_gets_the_vocabulary(vocab, request_, caplog):
+    # OHIF's Auto-Segmentation with the options as shown: no 'prompt' key, no 'label_prompt'
+    with caplog.at_level("INFO", logger="medclipsam.serving.request"):
+        t = resolve_targets(request_, vocab)
+    assert [(x.name, x.value) for x in t] == [(e.name, e.value) for e in vocab.entries]
+    assert all(x.entry is vocab.find(x.name) for x in t)
+    assert "names no target" in caplog.text and "Class Prompts" in caplog.text
+
+
+def test_the_vocabulary_default_is_capped_at_max_targets(caplog):
+    from medclipsam.serving.request import MAX_TARGETS
+
+    big = vocabulary_from_dict({"labels": [{"name": f"organ {i}", "prompts": [f"organ {i}"]}
+                                           for i in range(MAX_TARGETS + 3)]})
+    with caplog.at_level("INFO", logger="medclipsam.serving.request"):
+        t = resolve_targets({}, big)
+    assert [x.value for x in t] == list(range(1, MAX_TARGETS + 1))
+    assert f"organ {MAX_TARGETS + 2}" in caplog.text and "left out" in caplog.text
 
 
 def test_prompted_is_not_a_target(vocab):

@@ -13,16 +13,28 @@ Targets, in this order (duplicates dropped):
    entry ("Left lung", "tumour") is that entry (its value, prompts, window, code); other text gets
    the generic ``prompted`` value, and a second, third ... free-text prompt the values after it
    (3D Slicer names them from ``label_names``; OHIF shows only the static labels).
+
+A request without any target — neither a ``prompt`` nor a ``label_prompt`` key — gets **every label of
+the vocabulary** (the first :data:`MAX_TARGETS`), each judged by the presence gate, so labels that are
+not in the study stay empty. That is what OHIF's *Auto-Segmentation* sends when the user runs it with
+the options as shown (OHIF sends only edited options, and the tab promises "everything from the
+pre-trained model"); OHIF displays no text from the server — for any error only "Failed to Run
+Segmentation" — so a 400 would leave that first click unexplained. A ``prompt`` that is present but
+empty (3D Slicer sends every option; an OHIF user who cleared the field) or a ``label_prompt`` that
+ticks nothing stays a 400 naming the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import ConfigError, InputError
 from .vocabulary import PROMPTED, Vocabulary, VocabularyEntry, normalise_name
+
+logger = logging.getLogger(__name__)
 
 MAX_TARGETS = 8                     # the slice engine's one bit per prompt
 PRESET_CHOICE = "preset"            # "keep the preset's method"
@@ -190,8 +202,24 @@ def _label_prompt_values(value: Any) -> list[int]:
     return out
 
 
+def default_targets(vocabulary: Vocabulary) -> list[Target]:
+    """The targets of a request that names none: the vocabulary's labels in order, at most
+    :data:`MAX_TARGETS` (module docstring)."""
+    entries = vocabulary.entries[:MAX_TARGETS]
+    left_out = [e.name for e in vocabulary.entries[MAX_TARGETS:]]
+    logger.info("medclipsam: the request names no target (no 'prompt' or 'label_prompt' option; OHIF's "
+                "Auto-Segmentation sends only edited options): segmenting the vocabulary's labels %s%s. "
+                "Type a prompt in the options or tick Class Prompts to choose.",
+                ", ".join(e.name for e in entries),
+                f" (left out, at most {MAX_TARGETS} per request: {', '.join(left_out)})" if left_out else "")
+    return [Target(e.name, e.value, e.prompt, e.window, e) for e in entries]
+
+
 def resolve_targets(request: Mapping[str, Any], vocabulary: Vocabulary) -> list[Target]:
-    """The targets of a request (module docstring); an empty request is an :class:`InputError`."""
+    """The targets of a request (module docstring): without a ``prompt`` or ``label_prompt`` key the
+    vocabulary's labels; an empty ``prompt`` (and nothing else) is an :class:`InputError`."""
+    if "prompt" not in request and "label_prompt" not in request:
+        return default_targets(vocabulary)
     targets: list[Target] = []
     seen: set[str] = set()
 

@@ -25,7 +25,9 @@ class MedClipSamInfer(InferTask):
             labels=segmenter.vocabulary.labels(),
             dimension=3,
             description=description or ("Text-prompted zero-shot segmentation (MedCLIP-SAM): type the target in "
-                                        "'prompt' (several separated by ';') or pick Class Prompts"),
+                                        "'prompt' (several separated by ';') or pick Class Prompts; a request "
+                                        "without a 'prompt' option (OHIF's Auto-Segmentation as shown) segments "
+                                        "every vocabulary label the presence gate finds"),
             config=config,
         )
         self.segmenter = segmenter
