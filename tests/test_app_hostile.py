@@ -29,7 +29,7 @@ from servers import ROOT, monailabel_server
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"
 TRUTH = ROOT / "sample-data" / "phantoms" / "ct_chest_labels.nii.gz"
 TIMEOUT = 60
-MAX_CASES = 200
+MAX_CASES = 400
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -141,11 +141,11 @@ def label_bytes(array: np.ndarray, like: Path, tmp: Path, name: str = "label.nii
 
     ref = sitk.ReadImage(str(like))
     img = sitk.GetImageFromArray(array.astype(dtype))
-    img.CopyInformation(ref)
-    if shift_mm:
-        o = list(ref.GetOrigin())
-        o[0] += shift_mm
-        img.SetOrigin(o)
+    img.SetSpacing(ref.GetSpacing())
+    img.SetDirection(ref.GetDirection())
+    o = list(ref.GetOrigin())
+    o[0] += shift_mm
+    img.SetOrigin(o)
     p = tmp / name
     sitk.WriteImage(img, str(p))
     return p.read_bytes()
@@ -168,8 +168,9 @@ def test_traversal_and_unknown_ids_are_refused(world):
                   raw(url, "POST", f"/infer/medclipsam?image={v}", body=b""), url)
             check(world, f"{store}: put label image={v!r}", (400, 404), "image",
                   put_label(world, url, v, good_label), url)
-            check(world, f"{store}: put label tag={v!r}", (400, 404), "tag",
-                  put_label(world, url, image, good_label, tag=v), url)
+            if v:                                   # an empty tag is MONAI Label's default, "final"
+                check(world, f"{store}: put label tag={v!r}", (400, 404), "tag",
+                      put_label(world, url, image, good_label, tag=v), url)
             body, ctype = multipart_body({"params": "{}"}, {"file": ("x.nii.gz", b"not an image")})
             check(world, f"{store}: put image id={v!r}", (400, 403, 404), "image",
                   raw(url, "PUT", f"/datastore/image?image={v}", body=body, headers={"Content-Type": ctype}), url)
@@ -191,7 +192,8 @@ def test_traversal_and_unknown_ids_are_refused(world):
         for sid in ("..", "%2e%2e", "../../x", "nope"):
             check(world, f"{store}: session {sid!r}", (400, 404), "session",
                   raw(url, "POST", f"/infer/medclipsam?session_id={sid}", body=b""), url)
-            check(world, f"{store}: delete session {sid!r}", (400, 404), "session",
+            # with a '/' the path matches no route at all: a plain 404
+            check(world, f"{store}: delete session {sid!r}", (400, 404), "not found" if "/" in sid else "session",
                   raw(url, "DELETE", f"/session/{sid}"), url)
 
 
@@ -221,7 +223,7 @@ def test_bad_labels_are_refused_and_the_previous_label_stays(world, tmp_path):
         "not NIfTI": (b"hello, this is text", "label.nii.gz", "nifti"),
         "PNG named .nii.gz": (b"\x89PNG\r\n\x1a\n" + b"\0" * 400, "label.nii.gz", "nifti"),
         "truncated": (gzip.compress(gzip.decompress(good)[:-5000]), "label.nii.gz", "truncated"),
-        "other shape": (label_bytes(truth[:-2], image, tmp_path, "s.nii.gz"), "label.nii.gz", "size"),
+        "other shape": (label_bytes(truth[:-2], image, tmp_path, "s.nii.gz"), "label.nii.gz", "voxels"),
         "shifted 10 mm": (label_bytes(truth, image, tmp_path, "o.nii.gz", shift_mm=10.0), "label.nii.gz", "mm"),
         "float-valued": (label_bytes(truth.astype(np.float32) * 0.5, image, tmp_path, "f.nii.gz",
                                      dtype=np.float32), "label.nii.gz", "integer"),

@@ -86,18 +86,19 @@ def _suffix(filename: Optional[str], default: str = ".nii.gz") -> str:
 
 
 def _receive(upload: Any, suffix: str) -> str:
-    """An upload copied to a private temporary file (removed by the caller's background task)."""
-    fd, path = tempfile.mkstemp(prefix="medclipsam_upload_", suffix=suffix)
-    with os.fdopen(fd, "wb") as out:
+    """An upload copied into a private temporary folder (removed by the caller's background task,
+    :func:`_remove`), under the client's file name made safe (so messages name the client's file)."""
+    stem = os.path.basename((upload.filename or "").replace("\\", "/"))[:-len(suffix) or None]
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).strip("._")[:100] or "upload"
+    folder = tempfile.mkdtemp(prefix="medclipsam_upload_")
+    path = os.path.join(folder, stem + suffix)
+    with open(path, "wb") as out:
         shutil.copyfileobj(upload.file, out)
     return path
 
 
 def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
 def _guarded(work: Callable, *args: Any) -> Any:
