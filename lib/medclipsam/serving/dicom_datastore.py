@@ -2,9 +2,9 @@
 only flat NIfTI/NRRD files, ``../shared/docs/monailabel.md`` §4.1).
 
 ``--studies /path/to/dicom`` (any nesting, any file names): every image series found (SR, SEG,
-RTSTRUCT, presentation states are skipped) is one image whose id is its SeriesInstanceUID. Beside
-the studies, in ``<studies>/.medclipsam/`` (or ``cache_dir``), the store keeps what MONAI Label
-needs:
+RTSTRUCT, presentation states and series made only of localizers are skipped) is one image whose id
+is its SeriesInstanceUID. Beside the studies, in ``<studies>/.medclipsam/`` (or ``cache_dir``), the
+store keeps what MONAI Label needs:
 
 * ``images/<uid>.nii.gz`` — the series as a NIfTI volume on the series' own grid (what 3D Slicer
   downloads), made once and remade when the series' files change;
@@ -58,7 +58,15 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def index_dicom_folder(studies: Path, store: Path) -> dict[str, dict[str, Any]]:
     """Find the image series under ``studies`` and bring ``store/images`` up to date; returns
-    ``{uid: {"files": [...], "nifti": path, "description": ..., "modality": ...}}``."""
+    ``{uid: {"files": [...], "nifti": path, "description": ..., "modality": ...}}``.
+
+    A series made only of localizer images (ImageType LOCALIZER: CT scout views, projections, not
+    slices of a volume) is not a study: it is left out with a log line, and what an earlier index
+    made of it is removed (localizers inside a series of slices are dropped by the reader)."""
+    import shutil
+
+    import pydicom
+
     from ..dicom import read_series, scan_series
     from ..volume.itk_io import write_image
 
@@ -90,6 +98,17 @@ def index_dicom_folder(studies: Path, store: Path) -> dict[str, dict[str, Any]]:
             logger.warning("medclipsam: series %s left out: %s", uid, e)
             continue
         try:
+            # the reader keeps localizers only when the series has nothing else: its first slice tells
+            image_type = pydicom.dcmread(series.slices[0].path, stop_before_pixels=True,
+                                         specific_tags=["ImageType"]).get("ImageType") or []
+            image_type = [str(image_type)] if isinstance(image_type, str) else [str(v) for v in image_type]
+            if "LOCALIZER" in [v.upper() for v in image_type]:
+                logger.info("medclipsam: series %s (%s, %s) left out: a localizer (ImageType %s), not slices of a "
+                            "volume", uid, s.modality, s.description or "no description", "\\".join(image_type))
+                if uid in manifest:                                   # made by an earlier index: not a study
+                    (images / f"{uid}.nii.gz").unlink(missing_ok=True)
+                    shutil.rmtree(images / uid, ignore_errors=True)
+                continue
             paths = sorted({Path(ref.path).resolve() for ref in series.slices})
             fp = _fingerprint(paths)
             nifti = images / f"{uid}.nii.gz"
