@@ -71,6 +71,29 @@ def check_info(info: Any, what: str, max_bytes: int) -> dict[str, Any]:
     return dict(info)
 
 
+def check_image_upload(path: Path, name: str) -> None:
+    """An uploaded image: a NIfTI/NRRD 3D volume whose header reads, with its voxels in the file itself
+    (a detached NRRD ``data file:`` or a two-file NIfTI would make the server read another file)."""
+    import gzip
+
+    from .infer import _volume_geometry
+
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise InputError(f"the uploaded image {shown(name)} cannot be read ({e}); upload a NIfTI or NRRD volume") from None
+    text = head.lower()
+    if name.endswith(".nrrd") and (not head.startswith(b"NRRD") or b"data file" in text or b"datafile" in text):
+        raise InputError(f"the uploaded image {shown(name)} is not an attached NRRD (header and voxels in one file)")
+    if ".nii" in name and head[344:348] not in (b"n+1\0", b"n+2\0") and head[4:8] not in (b"n+2\0",):
+        raise InputError(f"the uploaded image {shown(name)} is not a single-file NIfTI")
+    if _volume_geometry(path) is None:
+        raise InputError(f"the uploaded image {shown(name)} is not a readable 3D volume; upload a NIfTI (.nii.gz) "
+                         "or NRRD volume")
+
+
 class GuardedStore:
     """Mixin: put it before a ``LocalDatastore`` base (module docstring)."""
 
@@ -110,8 +133,6 @@ class GuardedStore:
         from monailabel.datastore.local import DataModel, ImageLabelModel
         from filelock import FileLock
 
-        from .label_check import check_image_upload
-
         if not self.accepts_image_uploads:
             raise RefusedError(f"images cannot be uploaded to this datastore ({self.name()}): its studies come "
                                "from DICOM; add the series there")
@@ -125,7 +146,7 @@ class GuardedStore:
         if ext is None:
             raise InputError(f"an uploaded image must be {', '.join(IMAGE_UPLOAD_EXTENSIONS)} (file name "
                              f"{shown(os.path.basename(str(image_filename)))})")
-        check_image_upload(Path(image_filename), name, self.policy.limits())
+        check_image_upload(Path(image_filename), name)
         dest = confine(self.store_root, Path(self._datastore.image_path()) / f"{image_id}{ext}")
         with self._staging() as tmp:
             staged = tmp / f"upload{ext}"
