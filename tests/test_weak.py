@@ -106,3 +106,18 @@ def test_short_ensemble_training_publish_and_predict(tmp_path):
     assert predictor.loads == 1
     predictor(vol)
     assert predictor.loads == 1                 # unchanged ensemble: not reloaded
+
+
+def test_scoring_without_a_trained_model_is_nothing_to_score(tmp_path):
+    """MONAI Label runs every scoring method at each start: before the first training that is a
+    logged "nothing to score yet", not an error (issue 21)."""
+    from medclipsam.weak import service
+    from medclipsam.weak.ensemble import EnsemblePredictor
+
+    class NoImages:
+        def get_unlabeled_images(self):
+            raise AssertionError("nothing is read without a model")
+
+    said = []
+    assert service.score_unlabeled(NoImages(), EnsemblePredictor(tmp_path / "none"), log=said.append) == {}
+    assert said == [service.NOTHING_TO_SCORE] and "train" in said[0]

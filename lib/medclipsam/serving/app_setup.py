@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
+from .background import tie_to_server
 from .infer import ZeroShotSegmenter
 from .models import ModelCache
 from .vocabulary import Vocabulary, load_vocabulary
@@ -161,6 +162,7 @@ class AppSetup:
 
         conf = {str(k): str(v) for k, v in (conf or {}).items()}
         notes = handle_environment_traps(app_dir)
+        tie_to_server()                                  # background tasks end with the server (.background)
         vocabulary = load_vocabulary(conf.get("vocabulary") or None)
         preset = conf.get("preset", "v2")
         PRESETS.get(preset)                              # unknown: the error lists the presets

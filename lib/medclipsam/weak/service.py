@@ -192,11 +192,20 @@ def stored_score(datastore: Any, image_id: str, stamp: int) -> float | None:
     return None
 
 
+NOTHING_TO_SCORE = ("nothing to score yet: no trained medclipsam_weak ensemble (train it: POST "
+                    "/train/medclipsam_weak, or submit final labels until auto_train_after starts it)")
+
+
 def score_unlabeled(datastore: Any, predictor: EnsemblePredictor, device: str = "cpu",
                     log: Callable[[str], None] = print) -> dict[str, float]:
-    """Uncertainty of every unlabeled study not yet scored with the current ensemble; returns all scores."""
+    """Uncertainty of every unlabeled study not yet scored with the current ensemble; returns all scores.
+
+    Without a trained ensemble (every start before the first training: MONAI Label runs every
+    scoring method at start-up) there is nothing to score: :data:`NOTHING_TO_SCORE` is logged and
+    the result is empty — a normal outcome, not an error."""
     if not predictor.available():
-        raise InputError("no trained weakly supervised model to score with; train it first")
+        log(NOTHING_TO_SCORE)
+        return {}
     stamp = model_stamp(predictor)
     scores = {}
     for image_id in sorted(datastore.get_unlabeled_images()):

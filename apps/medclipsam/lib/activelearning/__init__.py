@@ -31,5 +31,6 @@ class UncertaintyScoring(ScoringMethod):
         self.predictor = predictor
 
     def __call__(self, request, datastore):
-        scores = service.score_unlabeled(datastore, self.predictor)
-        return {"scored": len(scores), "scores": scores}
+        scores = service.score_unlabeled(datastore, self.predictor)     # no model yet: logged, empty
+        out = {"scored": len(scores), "scores": scores}
+        return out if self.predictor.available() else {**out, "note": service.NOTHING_TO_SCORE}
