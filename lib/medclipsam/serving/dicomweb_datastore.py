@@ -74,24 +74,31 @@ _CONTENT_DATE, _CONTENT_TIME, _INSTANCE_NUMBER = "00080023", "00080033", "002000
 _REFERENCED_SERIES, _REFERENCED_SOP, _FAILED_SOP = "00081115", "00081199", "00081198"
 
 
-class LabelStoreError(MedClipSamError, HTTPException):
-    """A label could not be stored. Also a FastAPI ``HTTPException``, so that MONAI Label's
-    ``PUT /datastore/label`` answers with ``status`` and the message instead of a bare 500."""
+class LabelStoreError(HTTPException):
+    """A label could not be stored; a FastAPI ``HTTPException`` with the status the request gets,
+    so that MONAI Label's own ``PUT /datastore/label`` answers with it and the message, not a bare 500."""
 
     def __init__(self, message: str, status: int = 500) -> None:
         HTTPException.__init__(self, status_code=status, detail=message)
-        self.status = status
 
     def __str__(self) -> str:
         return str(self.detail)
 
 
-def _bad_label(message: str) -> LabelStoreError:
-    return LabelStoreError(message, 400)
+class LabelRejectedError(LabelStoreError, InputError):
+    """400: the label cannot be a DICOM SEG of its series (wrong grid, empty, unreadable). Also an
+    :class:`~medclipsam.errors.InputError`, so our routes (:mod:`.http_errors`) answer 400 as well."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 400)
 
 
-def _pacs_failed(message: str) -> LabelStoreError:
-    return LabelStoreError(message, 502)
+class PacsStoreError(LabelStoreError):
+    """502: the PACS did not take the SEG (unreachable, HTTP error, or a STOW answer that does not list
+    it as stored) — not the client's fault, so not a :class:`~medclipsam.errors.MedClipSamError`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 502)
 
 
 def _value(item: Dict[str, Any], tag: str) -> Any:
@@ -213,7 +220,7 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
         """Store ``label_filename`` (NIfTI/NRRD on the image's grid, or OHIF's raw ``.bin``) as the
         ``label_tag`` label of series ``image_id``. A ``final`` label goes to the PACS first
         (:meth:`store_seg`); the local label changes only once the PACS has it. Raises
-        :class:`LabelStoreError` (400 for the label, 502 for the PACS), leaving everything as it was."""
+        :class:`LabelRejectedError` (400) or :class:`PacsStoreError` (502), leaving everything as it was."""
         from monailabel.datastore.utils.convert import binary_to_image
 
         info = dict(label_info or {})
@@ -223,7 +230,7 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
             try:
                 converted = binary_to_image(image_uri, label_filename)
             except Exception as e:
-                raise _bad_label(f"the raw (.bin) label of {image_id} does not fit the image: {e}") from None
+                raise LabelRejectedError(f"the raw (.bin) label of {image_id} does not fit the image: {e}") from None
             label_filename = converted
         try:
             with self._sync_lock:
@@ -248,8 +255,9 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
     def store_seg(self, image_id: str, label_filename: str | Path, info: Dict[str, Any]) -> SegRef:
         """Write the final label ``label_filename`` of ``image_id`` as DICOM SEG (our writer; segment
         names from ``info["label_info"]`` and the vocabulary) and STOW it; returns the SEG stored. Only
-        the PACS changes (one new SEG series). :class:`LabelStoreError`: 400 when the label cannot be a
-        SEG of the series (wrong grid, empty, unreadable), 502 when the PACS does not take it."""
+        the PACS changes (one new SEG series). :class:`LabelRejectedError` (400) when the label cannot
+        be a SEG of the series (wrong grid, empty, unreadable), :class:`PacsStoreError` (502) when the
+        PACS does not take it."""
         import pydicom
 
         from .labels import write_label_as_seg
@@ -260,21 +268,21 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
                 path = write_label_as_seg(image_dir, Path(label_filename), Path(tmp) / "seg.dcm",
                                           info.get("label_info"), self._vocabulary)
             except MedClipSamError as e:
-                raise _bad_label(f"final label of {image_id} not stored: {e}") from None
+                raise LabelRejectedError(f"final label of {image_id} not stored: {e}") from None
             ds = pydicom.dcmread(str(path))
         ref = seg_ref_of(_dataset_fields(ds))
         if ref is None or ref.image != image_id:
-            raise LabelStoreError(f"the SEG written for {image_id} does not reference it; nothing stored", 500)
+            raise LabelStoreError(f"the SEG written for {image_id} does not reference it; nothing stored")
         try:
             answer = self._client.store_instances([ds])
         except Exception as e:
-            raise _pacs_failed(f"the PACS did not store the DICOM SEG of the final label of {image_id} "
+            raise PacsStoreError(f"the PACS did not store the DICOM SEG of the final label of {image_id} "
                                f"({type(e).__name__}: {e}); the previous label is unchanged") from None
         stored = {str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get("ReferencedSOPSequence") or []}
         failed = answer.get("FailedSOPSequence") or []
         if failed or ref.sop not in stored:
             reasons = ", ".join(str(item.get("FailureReason", "?")) for item in failed) or "not listed as stored"
-            raise _pacs_failed(f"the PACS refused the DICOM SEG of the final label of {image_id} "
+            raise PacsStoreError(f"the PACS refused the DICOM SEG of the final label of {image_id} "
                                f"(failure reason {reasons}); the previous label is unchanged")
         self._seg_meta[ref.series] = [ref]
         logger.info("medclipsam: final label of %s stored in the PACS as SEG series %s", image_id, ref.series)
