@@ -9,7 +9,10 @@ the series' grid, or OHIF's raw ``.bin``) becomes a DICOM SEG of the cached seri
 PACS. Only when the PACS has accepted it (its STOW answer lists the SEG's SOP Instance UID and no
 failure) is the local label replaced; a label that cannot be written as SEG (wrong grid, empty,
 unreadable) fails the request with 400, a STOW the PACS refuses or cannot take with 502, and in
-both cases the previous local label and the PACS stay as they were. Every submit adds one SEG
+both cases the previous local label and the PACS stay as they were. An empty final label is refused
+(400): a DICOM SEG cannot be empty, and the PACS's earlier SEG would come back as the label. The
+steps are public for a guard in front of the store (:mod:`.store_guard`): :meth:`store_seg` (SEG +
+STOW, only the PACS changes), then record :meth:`seg_info` in the label's info. Every submit adds one SEG
 series (a viewer such as OHIF shows only the first instance of a SEG series, so a resubmit is a new
 series rather than a new instance of the old one); the earlier SEGs stay in the PACS as history —
 DICOMweb has no delete, and this store never deletes from the PACS.
