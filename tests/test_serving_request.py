@@ -40,7 +40,7 @@ def test_ohif_label_prompt_maps_to_vocabulary_values(vocab):
         resolve_targets({"label_prompt": [42]}, vocab)
 
 
-@pytest.mark.parametrize("request_", [{"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]}, {"prompt": None},
+@pytest.mark.parametrize("request_", [{}, {"slices": "12:18"}, {"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]}, {"prompt": None},
                                       {"label_prompt": []}, {"label_prompt": [], "prompt": " "},
                                       {"prompt": "", "result_extension": ".nrrd", "restore_label_idx": False}])
 def test_empty_prompt_is_a_clear_error(vocab, request_):
@@ -49,9 +49,10 @@ def test_empty_prompt_is_a_clear_error(vocab, request_):
         resolve_targets(request_, vocab)
 
 
-@pytest.mark.parametrize("request_", [{}, {"result_extension": ".nrrd", "result_dtype": "uint8",
-                                           "result_compress": False, "restore_label_idx": False},
-                                      {"slices": "12:18", "preset": ["v2", "v1"]}])
+@pytest.mark.parametrize("request_", [{"restore_label_idx": False},
+                                      {"result_extension": ".nrrd", "result_dtype": "uint8",
+                                       "result_compress": False, "restore_label_idx": False},
+                                      {"slices": "12:18", "preset": ["v2", "v1"], "restore_label_idx": False}])
 def test_a_request_that_names_no_target_gets_the_vocabulary(vocab, request_, caplog):
     # OHIF's Auto-Segmentation with the options as shown: no 'prompt' key, no 'label_prompt'
     with caplog.at_level("INFO", logger="medclipsam.serving.request"):
@@ -67,7 +68,7 @@ def test_the_vocabulary_default_is_capped_at_max_targets(caplog):
     big = vocabulary_from_dict({"labels": [{"name": f"organ {i}", "prompts": [f"organ {i}"]}
                                            for i in range(MAX_TARGETS + 3)]})
     with caplog.at_level("INFO", logger="medclipsam.serving.request"):
-        t = resolve_targets({}, big)
+        t = resolve_targets({"restore_label_idx": False}, big)
     assert [x.value for x in t] == list(range(1, MAX_TARGETS + 1))
     assert f"organ {MAX_TARGETS + 2}" in caplog.text and "left out" in caplog.text
 

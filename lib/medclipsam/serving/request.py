@@ -14,14 +14,16 @@ Targets, in this order (duplicates dropped):
    the generic ``prompted`` value, and a second, third ... free-text prompt the values after it
    (3D Slicer names them from ``label_names``; OHIF shows only the static labels).
 
-A request without any target — neither a ``prompt`` nor a ``label_prompt`` key — gets **every label of
+An OHIF request without any target — neither a ``prompt`` nor a ``label_prompt`` key, and the
+``restore_label_idx`` key OHIF's client adds to every inference — gets **every label of
 the vocabulary** (the first :data:`MAX_TARGETS`), each judged by the presence gate, so labels that are
 not in the study stay empty. That is what OHIF's *Auto-Segmentation* sends when the user runs it with
 the options as shown (OHIF sends only edited options, and the tab promises "everything from the
 pre-trained model"); OHIF displays no text from the server — for any error only "Failed to Run
 Segmentation" — so a 400 would leave that first click unexplained. A ``prompt`` that is present but
 empty (3D Slicer sends every option; an OHIF user who cleared the field) or a ``label_prompt`` that
-ticks nothing stays a 400 naming the fix.
+ticks nothing stays a 400 naming the fix, and so does an API call that names no target (a
+script, curl), which would otherwise start the longest job the server has by omission.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .vocabulary import PROMPTED, Vocabulary, VocabularyEntry, normalise_name
 
 logger = logging.getLogger(__name__)
 
+OHIF_MARKER = "restore_label_idx"  # OHIF's MONAI Label client adds it to every inference request
 MAX_TARGETS = 8                     # the slice engine's one bit per prompt
 PRESET_CHOICE = "preset"            # "keep the preset's method"
 TRUE = ("1", "true", "yes", "on")
@@ -218,7 +221,7 @@ def default_targets(vocabulary: Vocabulary) -> list[Target]:
 def resolve_targets(request: Mapping[str, Any], vocabulary: Vocabulary) -> list[Target]:
     """The targets of a request (module docstring): without a ``prompt`` or ``label_prompt`` key the
     vocabulary's labels; an empty ``prompt`` (and nothing else) is an :class:`InputError`."""
-    if "prompt" not in request and "label_prompt" not in request:
+    if "prompt" not in request and "label_prompt" not in request and OHIF_MARKER in request:
         return default_targets(vocabulary)
     targets: list[Target] = []
     seen: set[str] = set()
