@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -90,7 +89,8 @@ def raw(url: str, method: str, target: str, *, body: bytes = b"", headers: dict 
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
-        hdrs = {"Content-Length": str(len(body)), **(headers or {})}
+        hdrs = {} if "Transfer-Encoding" in (headers or {}) else {"Content-Length": str(len(body))}
+        hdrs.update(headers or {})
         for k, v in hdrs.items():
             conn.putheader(k, v)
         conn.endheaders()

@@ -206,7 +206,7 @@ class AppSetup:
         if self.datastore_kind == "dicomweb":
             from .dicomweb_datastore import dicomweb_datastore
 
-            return dicomweb_datastore(self.studies, self.vocabulary) or default()   # None: XNAT/DSA
+            return dicomweb_datastore(self.studies, self.vocabulary, self.policy) or default()   # None: XNAT/DSA
         return default()
 
     def strategies(self) -> dict[str, Any]:

@@ -3,16 +3,17 @@
 local cache, image id = SeriesInstanceUID), with final labels kept as DICOM SEG in the PACS by our
 own SEG writer and read back so that a resubmitted label supersedes the earlier one.
 
-**Writing** (:meth:`MedClipSamDicomWebDatastore.save_label`, tag ``final``): the label (NIfTI/NRRD on
-the series' grid, or OHIF's raw ``.bin``) becomes a DICOM SEG of the cached series through
+**Writing** (:meth:`MedClipSamDicomWebDatastore.publish_label`, tag ``final``): the label, validated
+by the guard in front of the store (:mod:`.store_guard`: NIfTI/NRRD or a DICOM SEG on the series'
+grid, values of the vocabulary), becomes a DICOM SEG of the cached series through
 :func:`medclipsam.serving.labels.write_label_as_seg` (highdicom; no dcmqi), which is STOWed to the
 PACS. Only when the PACS has accepted it (its STOW answer lists the SEG's SOP Instance UID and no
 failure) is the local label replaced; a label that cannot be written as SEG (wrong grid, empty,
 unreadable) fails the request with 400, a STOW the PACS refuses or cannot take with 502, and in
 both cases the previous local label and the PACS stay as they were. An empty final label is refused
-(400): a DICOM SEG cannot be empty, and the PACS's earlier SEG would come back as the label. The
-steps are public for a guard in front of the store (:mod:`.store_guard`): :meth:`store_seg` (SEG +
-STOW, only the PACS changes), then record :meth:`seg_info` in the label's info. Every submit adds one SEG
+(400): a DICOM SEG cannot be empty, and the PACS's earlier SEG would come back as the label. The steps:
+:meth:`store_seg` (SEG + STOW, only the PACS changes), then the label's info records
+:meth:`seg_info`, then the guard commits the local label atomically. Every submit adds one SEG
 series (a viewer such as OHIF shows only the first instance of a SEG series, so a resubmit is a new
 series rather than a new instance of the old one); the earlier SEGs stay in the PACS as history —
 DICOMweb has no delete, and this store never deletes from the PACS.
@@ -65,6 +66,7 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from ..errors import InputError, MedClipSamError
+from .store_guard import GuardedStore, StorePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +206,19 @@ def newest_per_image(refs: List[SegRef]) -> Dict[str, SegRef]:
     return out
 
 
-class MedClipSamDicomWebDatastore(DICOMWebDatastore):
+class MedClipSamDicomWebDatastore(GuardedStore, DICOMWebDatastore):
     """MONAI Label's DICOMweb datastore with our SEG writer and newest-of-ours label reading (module
-    docstring). ``vocabulary`` names the SEG segments and maps them back to label values."""
+    docstring), guarded (:class:`~medclipsam.serving.store_guard.GuardedStore`: ids, tags and labels
+    checked; no image uploads or deletions — the studies live in the PACS). ``vocabulary`` names the
+    SEG segments and maps them back to label values."""
+
+    accepts_image_uploads = False
 
     def __init__(self, client, search_filter: Dict[str, Any], cache_path: Optional[str] = None,
-                 fetch_by_frame: bool = False, convert_to_nifti: bool = True, *, vocabulary=None) -> None:
+                 fetch_by_frame: bool = False, convert_to_nifti: bool = True, *, vocabulary=None,
+                 policy: StorePolicy | None = None) -> None:
         self._vocabulary = vocabulary
+        self.policy = policy or StorePolicy(vocabulary=vocabulary)
         self._sync_lock = threading.RLock()
         self._seg_meta: Dict[str, List[SegRef]] = {}       # SEG series UID -> our instances ([] = foreign)
         super().__init__(client, search_filter, cache_path=cache_path, fetch_by_frame=fetch_by_frame,
@@ -218,32 +226,23 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str,
-                   label_info: Dict[str, Any]) -> str:
-        """Store ``label_filename`` (NIfTI/NRRD on the image's grid, or OHIF's raw ``.bin``) as the
-        ``label_tag`` label of series ``image_id``. A ``final`` label goes to the PACS first
-        (:meth:`store_seg`); the local label changes only once the PACS has it. Raises
-        :class:`LabelRejectedError` (400) or :class:`PacsStoreError` (502), leaving everything as it was."""
-        from monailabel.datastore.utils.convert import binary_to_image
-
-        info = dict(label_info or {})
-        image_uri = self.get_image_uri(image_id)
-        converted = ""
-        if "".join(Path(label_filename).suffixes) == ".bin":
-            try:
-                converted = binary_to_image(image_uri, label_filename)
-            except Exception as e:
-                raise LabelRejectedError(f"the raw (.bin) label of {image_id} does not fit the image: {e}") from None
-            label_filename = converted
-        try:
-            with self._sync_lock:
-                ref = self.store_seg(image_id, label_filename, info) if label_tag == FINAL else None
-                if ref is not None:
-                    info.update(self.seg_info(ref))
-                return self._save_local(image_id, label_filename, label_tag, info, ref)
-        finally:
-            if converted and os.path.exists(converted):
-                os.unlink(converted)
+    def publish_label(self, image_id: str, tag: str, staged: Path, info: Dict[str, Any], empty: bool = False) -> None:
+        """The validated label (:class:`~medclipsam.serving.store_guard.GuardedStore` checked it and
+        wrote it as the canonical NIfTI ``staged``) becomes the ``tag`` label of series ``image_id``. A
+        ``final`` label goes to the PACS first (:meth:`store_seg`); the local label changes only once
+        the PACS has it. Raises :class:`LabelRejectedError` (400) or :class:`PacsStoreError` (502),
+        leaving everything as it was. An empty final label is refused: a DICOM SEG cannot be empty, and
+        the earlier SEG would come back from the PACS as the label."""
+        with self._sync_lock:
+            if tag != FINAL:
+                return super().publish_label(image_id, tag, staged, info, empty)
+            if empty:
+                raise LabelRejectedError(f"the final label of {image_id} is empty; a DICOM SEG needs at least one "
+                                         "segment, so an empty final label cannot be stored in the PACS")
+            ref = self.store_seg(image_id, staged, info)
+            info.update(self.seg_info(ref))
+            super().publish_label(image_id, tag, staged, info, empty)
+            LocalDatastore.update_label_info(self, image_id, tag, {"ts": ref.ts})
 
     def dicom_dir(self, image_id: str) -> Path:
         """The series' DICOM files in the cache (pulled from the PACS when not there yet)."""
@@ -290,17 +289,6 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
         self._seg_meta[ref.series] = [ref]
         logger.info("medclipsam: final label of %s stored in the PACS as SEG series %s", image_id, ref.series)
         return ref
-
-    def _save_local(self, image_id: str, label_filename: str, label_tag: str, info: Dict[str, Any],
-                    ref: SegRef | None) -> str:
-        previous = LocalDatastore.get_label_uri(self, image_id, label_tag)
-        label_id = LocalDatastore.save_label(self, image_id, label_filename, label_tag, info)
-        if ref is not None:
-            LocalDatastore.update_label_info(self, label_id, label_tag, {"ts": ref.ts})
-        current = LocalDatastore.get_label_uri(self, label_id, label_tag)
-        if previous and previous != current and os.path.isfile(previous):
-            os.unlink(previous)                                # the same label under another extension
-        return label_id
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -447,7 +435,7 @@ class MedClipSamDicomWebDatastore(DICOMWebDatastore):
         return [s for s in self.list_images() if s not in labeled]
 
 
-def dicomweb_datastore(studies: str, vocabulary=None) -> MedClipSamDicomWebDatastore | None:
+def dicomweb_datastore(studies: str, vocabulary=None, policy: StorePolicy | None = None) -> MedClipSamDicomWebDatastore | None:
     """The datastore for a DICOMweb URL, set up from MONAI Label's settings as MONAI Label's own
     ``_init_dicomweb_datastore`` does (``MONAI_LABEL_DICOMWEB_USERNAME/PASSWORD`` basic auth, a Google
     Cloud session for ``googleapis.com``, ``MONAI_LABEL_QIDO/WADO/STOW_PREFIX``, ``..._SEARCH_FILTER``,
@@ -478,4 +466,4 @@ def dicomweb_datastore(studies: str, vocabulary=None) -> MedClipSamDicomWebDatas
                                        cache_path=cache or None,
                                        fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME,
                                        convert_to_nifti=settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI,
-                                       vocabulary=vocabulary)
+                                       vocabulary=vocabulary, policy=policy)

@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional
 
 from ..errors import InputError, NotFoundError, RefusedError
