@@ -374,7 +374,7 @@ class MedClipSamDicomWebDatastore(GuardedStore, DICOMWebDatastore):
 
         image_uri = self.get_image_uri(ref.image)
         image_dir = Path(self._datastore.image_path()) / ref.image
-        with tempfile.TemporaryDirectory(prefix="medclipsam-seg-") as tmp:
+        with self._staging() as tmp:                 # inside the store: the label is moved into place
             seg_path = Path(tmp) / "seg.dcm"
             self._client.retrieve_instance(ref.study, ref.series, ref.sop).save_as(str(seg_path))
             series = read_series(image_dir)
@@ -390,7 +390,8 @@ class MedClipSamDicomWebDatastore(GuardedStore, DICOMWebDatastore):
             lut, label_info = self._segment_values(segments)
             labels = lut[numbers]
             out = write_label(Path(tmp) / f"{ref.image}.nii.gz", labels, image.geometry if image else grid)
-            self._save_local(ref.image, str(out), FINAL, {"label_info": label_info, **self.seg_info(ref)}, ref)
+            self.commit_label(ref.image, FINAL, out, {"label_info": label_info, **self.seg_info(ref)})
+            LocalDatastore.update_label_info(self, ref.image, FINAL, {"ts": ref.ts})
         logger.info("medclipsam: final label of %s read from SEG series %s", ref.image, ref.series)
 
     def _segment_values(self, segments) -> tuple:
