@@ -121,3 +121,116 @@ def test_scoring_without_a_trained_model_is_nothing_to_score(tmp_path):
     said = []
     assert service.score_unlabeled(NoImages(), EnsemblePredictor(tmp_path / "none"), log=said.append) == {}
     assert said == [service.NOTHING_TO_SCORE] and "train" in said[0]
+
+
+# ---------------------------------------------------------------- train requests checked on arrival (issue 21)
+PLENTY = (64 * 2 ** 30, "test memory")
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("epochs", -1, ["'epochs'", "≥ 1", "e.g. 12"]),
+    ("epochs", 2.5, ["'epochs'", "whole number"]),
+    ("epochs", "twelve", ["'epochs'", "whole number"]),
+    ("cycles", 0, ["'cycles'", "1..12"]),
+    ("cycles", 5, ["multiple of cycles"]),
+    ("keep_per_cycle", 5, ["'keep_per_cycle'", "1..4", "epochs / cycles"]),
+    ("keep_per_cycle", 0, ["'keep_per_cycle'", "1..4"]),
+    ("batch_size", 0, ["'batch_size'", "≥ 1"]),
+    ("iterations_per_epoch", -3, ["'iterations_per_epoch'", "≥ 1"]),
+    ("size", 100, ["'size'", "multiple of 16", "96 or 112"]),
+    ("size", 0, ["'size'", "≥ 16"]),
+    ("lr_max", -1, ["'lr_max'", "(0, 1]"]),
+    ("lr_max", "nan", ["'lr_max'", "(0, 1]"]),
+    ("lr_min", 0, ["'lr_min'", "(0, 1]"]),
+    ("lr_min", 0.5, ["'lr_min'", "lr_min ≤ lr_max"]),
+    ("optimizer", "nope", ["'optimizer'", "adam, sgd"]),
+    ("seed", -1, ["'seed'", "≥ 0"]),
+    ("max_studies", -2, ["'max_studies'", "≥ 0"]),
+    ("learning_rate", 0.1, ["unknown train option", "'learning_rate'", "lr_max", "batch_size"]),
+])
+def test_bad_train_options_are_refused_naming_option_and_range(option, value, words):
+    from medclipsam.weak.service import check_train_request
+
+    with pytest.raises(ConfigError) as e:
+        check_train_request({"model": "medclipsam_weak", option: value}, "cpu", 10, available=PLENTY)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_a_good_train_request_with_monai_label_keys_gives_its_config():
+    from medclipsam.weak.service import check_train_request, train_defaults
+
+    # what MONAI Label adds (model, gpus, local_rank; POST /train/ also the model's own block),
+    # Slicer's strings, OHIF's unedited lists and the device option all pass
+    req = {**train_defaults(), "model": "medclipsam_weak", "gpus": "all", "local_rank": 0, "device": ["cpu"],
+           "medclipsam_weak": {"epochs": 6}, "epochs": "6", "cycles": 3, "keep_per_cycle": 2, "lr_max": "0.01",
+           "lr_min": 1e-4, "size": 64, "batch_size": 4.0, "optimizer": ["sgd", "adam"], "seed": 7}
+    cfg = check_train_request(req, "cpu", 10)                     # the machine's own memory: plenty for 4 × 64²
+    assert (cfg.schedule.epochs, cfg.schedule.cycles, cfg.schedule.keep_per_cycle) == (6, 3, 2)
+    assert (cfg.schedule.lr_max, cfg.schedule.lr_min) == (0.01, 1e-4)
+    assert (cfg.size, cfg.batch_size, cfg.optimizer, cfg.seed, cfg.device) == (64, 4, "sgd", 7, "cpu")
+    assert check_train_request({}, "cpu", 10).size == train_defaults()["size"]      # nothing sent: the defaults
+
+
+def test_a_train_step_too_big_for_the_memory_is_refused_with_the_figures():
+    from medclipsam.weak.service import check_train_request, train_step_memory
+
+    with pytest.raises(ConfigError) as e:                           # the reported 1.28 TB request, real memory
+        check_train_request({"size": 100000}, "cpu", 10)
+    msg = str(e.value)
+    assert "'size' = 100000" in msg and "TiB" in msg and "available system memory" in msg and "lower" in msg
+    need = train_step_memory(16, 512, 10)
+    one_gib = (2 ** 30, "test memory")
+    advice = r"needs about .* GiB but the test memory is 1\.00 GiB; lower batch_size to"
+    with pytest.raises(ConfigError, match=advice) as e:
+        check_train_request({"size": 512}, "cpu", 10, available=one_gib)
+    fit = int(str(e.value).split("lower batch_size to ")[1].split()[0])     # the advice is right
+    assert 1 <= fit < 16 and check_train_request({"size": 512, "batch_size": fit}, "cpu", 10, available=one_gib)
+    with pytest.raises(ConfigError):
+        check_train_request({"size": 512, "batch_size": fit + 1}, "cpu", 10, available=one_gib)
+    assert check_train_request({"size": 512}, "cpu", 10, available=(need.total_bytes, "test memory")).size == 512
+
+
+def test_memory_estimate_follows_the_networks_widths():
+    """Per pixel: the U-Net's saved activations (counted with autograd's saved-tensor hooks) are
+    what the formula's widths say; memory grows with batch × size² and the optimiser's state."""
+    from medclipsam.weak.service import LOSS_FLOATS_PER_CLASS, activation_floats_per_pixel, train_step_memory
+    from medclipsam.weak.train import NetworkConfig, build_network
+
+    widths = NetworkConfig().features
+    net = build_network(10)
+    weights = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    b, s = 2, 64
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(torch.randn(b, 1, s, s))
+    counted = sum(saved.values()) / (4 * b * s * s)
+    transient = 2 * (widths[0] + widths[1]) + 2 * 10
+    formula = activation_floats_per_pixel(widths, 10) - LOSS_FLOATS_PER_CLASS * 10 - transient
+    assert counted == pytest.approx(formula, rel=0.01)
+    small, big = train_step_memory(4, 64, 10), train_step_memory(16, 128, 10)
+    assert big.parameter_bytes == small.parameter_bytes
+    assert big.activation_bytes - small.activation_bytes == pytest.approx(
+        15 * (small.activation_bytes - train_step_memory(0, 64, 10).activation_bytes), rel=1e-6)
+    assert train_step_memory(4, 64, 10, optimizer="sgd").parameter_bytes < small.parameter_bytes
+
+
+def test_every_key_monai_labels_train_task_puts_in_a_request_is_accepted(tmp_path):
+    """BasicTrainTask's default config is merged under every request by the trainer (its config()):
+    none of its keys is refused as unknown."""
+    from monailabel.tasks.train.basic_train import BasicTrainTask
+
+    from medclipsam.weak.service import check_train_request, train_defaults
+
+    class Bare(BasicTrainTask):
+        network = optimizer = loss_function = train_pre_transforms = train_post_transforms = val_inferer = (
+            lambda self, context: None)
+
+    req = {**Bare(str(tmp_path), config=train_defaults()).config(), "model": "medclipsam_weak", "local_rank": 0}
+    assert check_train_request(req, "cpu", 10, available=PLENTY).size == train_defaults()["size"]

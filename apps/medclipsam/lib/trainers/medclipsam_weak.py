@@ -28,6 +28,8 @@ class MedClipSamWeakTrain(BasicTrainTask):
     def __call__(self, request, datastore):
         req = {**self.config(), **(request or {})}
         device = str(resolve_device(str(service.first(req.get("device")) or "")))
+        # ranges, unknown keys and the memory of a step, before any work (the route checks them too)
+        service.check_train_request(req, device, num_classes=self.vocabulary.prompted_value + 1)
         return service.train_from_datastore(datastore, self.vocabulary, req, self._model_dir, device=device,
                                             log=logger.info)
 
