@@ -3,7 +3,7 @@
 Generates N fresh phantom CT series with seed S (a seed range the demo models never saw: training
 uses seeds below 10 000), segments each with ``segment-series``' engine and the committed demo models
 for the prompts "tumor" and "lungs" — each target in a run of its own, so that one target's
-errors cannot take the other's voxels (in a multi-prompt run the earlier prompt keeps overlaps) —
+errors cannot take the other's voxels (in a multi-prompt run the smaller target keeps overlaps) —
 and prints per target and series the Dice on the slices where the target is present, then the
 slice-level AUC of the presence gate's signal (image–text similarity) for the tumour, over all
 slices of all series (tumour slivers under 32 px excepted). "left lung" and "right lung" are run too,

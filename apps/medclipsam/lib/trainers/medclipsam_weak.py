@@ -25,11 +25,17 @@ class MedClipSamWeakTrain(BasicTrainTask):
     def config(self):
         return {**self._config}
 
-    def __call__(self, request, datastore):
+    def check_request(self, request) -> tuple[dict, str]:
+        """The request with the defaults under it, and its device, after every check of
+        :func:`medclipsam.weak.service.check_train_request` (ranges, unknown keys, memory of a step).
+        The app's train route calls it when the request arrives (400 with the fix); ``__call__`` again."""
         req = {**self.config(), **(request or {})}
         device = str(resolve_device(str(service.first(req.get("device")) or "")))
-        # ranges, unknown keys and the memory of a step, before any work (the route checks them too)
         service.check_train_request(req, device, num_classes=self.vocabulary.prompted_value + 1)
+        return req, device
+
+    def __call__(self, request, datastore):
+        req, device = self.check_request(request)
         return service.train_from_datastore(datastore, self.vocabulary, req, self._model_dir, device=device,
                                             log=logger.info)
 
