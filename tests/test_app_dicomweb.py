@@ -268,7 +268,8 @@ def test_resubmitted_label_supersedes_the_earlier_and_counts_are_right(pacs, tmp
 
 @needs_orthanc
 def test_a_label_that_cannot_become_a_seg_or_reach_the_pacs_leaves_everything_as_it_was(pacs, tmp_path):
-    from medclipsam.serving.dicomweb_datastore import LabelStoreError
+    from medclipsam.serving.dicomweb_datastore import PacsStoreError
+    from medclipsam.serving.http_errors import status_of
     from medclipsam.volume.itk_io import read_volume, write_label
 
     orthanc, url, _ = pacs
@@ -291,9 +292,9 @@ def test_a_label_that_cannot_become_a_seg_or_reach_the_pacs_leaves_everything_as
     items = store.datalist()
     kept = read_volume(items[0]["label"]).array
     good = write_label(tmp_path / "good.nii.gz", np.where(kept > 0, 1, 0).astype(np.uint8), image.geometry)
-    with pytest.raises(LabelStoreError) as e:
+    with pytest.raises(PacsStoreError) as e:
         store.save_label(uid, str(good), "final", {"label_info": [{"name": "lungs", "idx": 1}]})
-    assert e.value.status_code == 502 and "PACS" in str(e.value) and "unchanged" in str(e.value)
+    assert status_of(e.value) == 502 and "PACS" in str(e.value) and "unchanged" in str(e.value)
     assert np.array_equal(read_volume(store.get_label_uri(uid, "final")).array, kept)
     assert len(_segs(orthanc)) == len(segs_before)
 

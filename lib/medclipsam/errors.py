@@ -45,3 +45,7 @@ class ConflictError(InputError):
 
 class TooLargeError(InputError):
     """An upload over the server's size limit (HTTP 413)."""
+
+
+class UpstreamError(MedClipSamError):
+    """A service the server relies on (the PACS) failed or refused; not the client's fault (HTTP 502)."""

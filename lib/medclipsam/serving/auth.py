@@ -274,7 +274,8 @@ def cors_origins_setting(value: str | None = None) -> list[str] | None:
 
 def apply_cors_origins(origins: list[str]) -> bool:
     """Make MONAI Label's CORS middleware allow exactly ``origins``: the list its app module holds is
-    changed in place and a middleware already built is configured again. False when
+    changed in place and the middleware stack is rebuilt on the next request (as
+    :func:`.upload_limit.install_upload_limit` does). False when
     ``monailabel.app`` is not loaded."""
     from starlette.middleware.cors import CORSMiddleware
 
@@ -284,16 +285,10 @@ def apply_cors_origins(origins: list[str]) -> bool:
     if app is None or held is None:
         return False
     held[:] = origins
-    options: dict[str, Any] = {"allow_origins": held}
     for m in getattr(app, "user_middleware", []):
         if m.cls is CORSMiddleware:
             m.kwargs["allow_origins"] = held
-            options = dict(m.kwargs)
-    node, depth = getattr(app, "middleware_stack", None), 0
-    while node is not None and depth < 32:            # ServerErrorMiddleware → CORSMiddleware → … → router
-        if isinstance(node, CORSMiddleware):
-            node.__init__(node.app, **options)
-        node, depth = getattr(node, "app", None), depth + 1
+    app.middleware_stack = None                       # rebuilt from user_middleware on the next request
     return True
 
 

@@ -60,12 +60,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from ..errors import InputError, MedClipSamError
+from ..errors import InputError, MedClipSamError, UpstreamError
 from .store_guard import GuardedStore, StorePolicy
 
 logger = logging.getLogger(__name__)
@@ -79,31 +78,13 @@ _CONTENT_DATE, _CONTENT_TIME, _INSTANCE_NUMBER = "00080023", "00080033", "002000
 _REFERENCED_SERIES, _REFERENCED_SOP, _FAILED_SOP = "00081115", "00081199", "00081198"
 
 
-class LabelStoreError(HTTPException):
-    """A label could not be stored; a FastAPI ``HTTPException`` with the status the request gets,
-    so that MONAI Label's own ``PUT /datastore/label`` answers with it and the message, not a bare 500."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        HTTPException.__init__(self, status_code=status, detail=message)
-
-    def __str__(self) -> str:
-        return str(self.detail)
+class LabelRejectedError(InputError):
+    """400: the label cannot be a DICOM SEG of its series (wrong grid, empty, unreadable)."""
 
 
-class LabelRejectedError(LabelStoreError, InputError):
-    """400: the label cannot be a DICOM SEG of its series (wrong grid, empty, unreadable). Also an
-    :class:`~medclipsam.errors.InputError`, so our routes (:mod:`.http_errors`) answer 400 as well."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 400)
-
-
-class PacsStoreError(LabelStoreError):
+class PacsStoreError(UpstreamError):
     """502: the PACS did not take the SEG (unreachable, HTTP error, or a STOW answer that does not list
-    it as stored) — not the client's fault, so not a :class:`~medclipsam.errors.MedClipSamError`."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 502)
+    it as stored) — not the client's fault."""
 
 
 def _value(item: Dict[str, Any], tag: str) -> Any:
@@ -274,7 +255,7 @@ class MedClipSamDicomWebDatastore(GuardedStore, DICOMWebDatastore):
             ds = pydicom.dcmread(str(path))
         ref = seg_ref_of(_dataset_fields(ds))
         if ref is None or ref.image != image_id:
-            raise LabelStoreError(f"the SEG written for {image_id} does not reference it; nothing stored")
+            raise RuntimeError(f"the SEG written for {image_id} does not reference it; nothing stored")
         try:
             answer = self._client.store_instances([ds])
         except Exception as e:

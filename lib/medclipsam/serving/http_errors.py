@@ -1,5 +1,5 @@
 """Our errors as HTTP answers: bad input is a 4xx whose ``detail`` names the problem and the fix,
-never a bare 500 with a traceback.
+never a bare 500 with a traceback; a failing PACS is a 502.
 
 One table, :data:`STATUS`, from error class to status (most specific class first); MONAI Label's
 own not-found exceptions map to 404 as well.
@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from ..errors import ConflictError, MedClipSamError, NotFoundError, RefusedError, TooLargeError
+from ..errors import ConflictError, MedClipSamError, NotFoundError, RefusedError, TooLargeError, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +20,13 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (RefusedError, 403),
     (ConflictError, 409),
     (TooLargeError, 413),
+    (UpstreamError, 502),
     (MedClipSamError, 400),
 )
 
 
 def status_of(error: Exception) -> int | None:
-    """The HTTP status for ``error``, or None when it is not a known client error."""
+    """The HTTP status for ``error``, or None when it is not one of the errors the table knows."""
     for cls, status in STATUS:
         if isinstance(error, cls):
             return status
@@ -39,7 +40,7 @@ def status_of(error: Exception) -> int | None:
 
 
 def as_http(error: Exception) -> Any:
-    """``error`` as a FastAPI ``HTTPException`` when it is a client error; else ``error`` unchanged."""
+    """``error`` as a FastAPI ``HTTPException`` when :func:`status_of` knows it; else ``error`` unchanged."""
     from fastapi import HTTPException
 
     status = status_of(error)

@@ -357,6 +357,27 @@ def _header_geometry(reader, name: str, image: Geometry, limits: LabelLimits) ->
     return grid, squeeze
 
 
+def check_volume_file(path: Path, name: str) -> None:
+    """The format checks of a NIfTI/NRRD upload (a label here, an image in :mod:`.store_guard`): the
+    name's format (:func:`upload_suffix`), its magic bytes, a single self-contained file (no two-file
+    NIfTI, no detached NRRD: their voxels would be read from another file on the server), and a NIfTI
+    as long as its header says. Raises :class:`InputError` naming the problem."""
+    kind = label_kind(name, allow_seg=False)
+    gz = name.lower().endswith(".gz")
+    if kind == "nifti":
+        _check_nifti_complete(path, name, _nifti_header(path, name, gz), gz)
+    else:
+        _check_nrrd_header(path, name)
+
+
+def upload_suffix(filename: str, allow_seg: bool = True) -> str:
+    """The suffix of an upload's file name when it is a format this server reads (longest match:
+    ``.seg.nrrd``, ``.nii.gz``), else :class:`InputError` naming the accepted ones."""
+    label_kind(filename, allow_seg)
+    lower = filename.lower()
+    return next(suffix for suffix, _ in _SUFFIXES if lower.endswith(suffix))
+
+
 def _check_volume(path: Path, name: str, kind: str, image: Geometry, vocabulary: Vocabulary | None,
                   limits: LabelLimits) -> CheckedLabel:
     gz = name.lower().endswith(".gz")

@@ -26,6 +26,7 @@ Upload sizes are limited before the body is read (:mod:`.upload_limit`).
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoints' annotations as objects.
+import json
 import logging
 import os
 import shutil
@@ -42,7 +43,6 @@ DICOM_SEG_OUTPUT = "dicom_seg"
 MARKER = "medclipsam_guarded_route"
 # params keys MONAI Label would let a client use to replace what the URL names
 RESERVED_PARAMS = ("image", "model", "session", "label", "file", "result_file", "dicom_seg")
-UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".dcm")
 
 
 def _instance():
@@ -73,15 +73,12 @@ def _image(image_id: str) -> str:
 
 
 def _suffix(filename: Optional[str], default: str = ".nii.gz") -> str:
-    """The upload's suffix from a client's file name, if it is one we read; the name itself is never used."""
-    name = os.path.basename(filename or "").lower()
-    if not name:
-        return default
-    for s in UPLOAD_SUFFIXES:
-        if name.endswith(s):
-            return s
-    raise InputError(f"the uploaded file {shown(os.path.basename(filename or ''))} is not NIfTI (.nii.gz, .nii), "
-                     "NRRD (.nrrd, .seg.nrrd) or DICOM (.dcm)")
+    """The upload's suffix from a client's file name, if it is one we read (:func:`.label_check.upload_suffix`);
+    the name itself is never used as a path."""
+    from .label_check import upload_suffix
+
+    name = os.path.basename((filename or "").replace("\\", "/"))
+    return upload_suffix(name) if name else default
 
 
 def _receive(upload: Any, suffix: str) -> str:
@@ -174,8 +171,6 @@ def _install_infer(app: Any, our_models: Callable[[], Iterable[str]]) -> None:
         out = output.value if hasattr(output, "value") else output
         if model in set(our_models()) and out == DICOM_SEG_OUTPUT:
             p["medclipsam_output"] = DICOM_SEG_OUTPUT
-            import json
-
             response = ml_infer.run_inference(background_tasks, model, image, session_id, json.dumps(p), file,
                                               None, ml_infer.ResultType.image)
             response.media_type = "application/dicom"

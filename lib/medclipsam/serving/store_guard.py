@@ -72,23 +72,15 @@ def check_info(info: Any, what: str, max_bytes: int) -> dict[str, Any]:
 
 
 def check_image_upload(path: Path, name: str) -> None:
-    """An uploaded image: a NIfTI/NRRD 3D volume whose header reads, with its voxels in the file itself
-    (a detached NRRD ``data file:`` or a two-file NIfTI would make the server read another file)."""
-    import gzip
-
+    """An uploaded image: a self-contained NIfTI/NRRD file (:func:`.label_check.check_volume_file`)
+    whose header reads as a 3D volume."""
     from .infer import _volume_geometry
+    from .label_check import check_volume_file
 
-    opener = gzip.open if name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            head = f.read(4096)
-    except OSError as e:
-        raise InputError(f"the uploaded image {shown(name)} cannot be read ({e}); upload a NIfTI or NRRD volume") from None
-    text = head.lower()
-    if name.endswith(".nrrd") and (not head.startswith(b"NRRD") or b"data file" in text or b"datafile" in text):
-        raise InputError(f"the uploaded image {shown(name)} is not an attached NRRD (header and voxels in one file)")
-    if ".nii" in name and head[344:348] not in (b"n+1\0", b"n+2\0") and head[4:8] not in (b"n+2\0",):
-        raise InputError(f"the uploaded image {shown(name)} is not a single-file NIfTI")
+        check_volume_file(path, name)
+    except InputError as e:
+        raise InputError(f"the uploaded image is refused: {str(e).replace('label map', 'volume')}") from None
     if _volume_geometry(path) is None:
         raise InputError(f"the uploaded image {shown(name)} is not a readable 3D volume; upload a NIfTI (.nii.gz) "
                          "or NRRD volume")
