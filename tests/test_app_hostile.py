@@ -287,6 +287,69 @@ def test_bad_train_and_task_options_get_400_or_404(world):
           raw(url, "PUT", "/session/?uncompress=true", body=body, headers={"Content-Type": ctype}), url)
 
 
+def test_image_and_session_uploads_are_checked(world, tmp_path):
+    """What PUT /datastore/image, PUT /session/ and an infer upload accept: self-contained NIfTI/NRRD
+    volumes only; an existing id is never overwritten; a good upload is stored under its id."""
+    url, studies = world["nifti"], world["nifti_studies"]
+    image = (studies / "ct_chest.nii.gz").read_bytes()
+    nii = gzip.decompress(image)
+    two_file = nii[:344] + b"ni1\0" + nii[348:352]                       # a .hdr that points at a .img
+    detached = b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: raw\ndata file: /etc/passwd\n\n"
+
+    def put_image(image_id: str, filename: str, data: bytes) -> tuple[int, str]:
+        body, ctype = multipart_body({"params": "{}"}, {"file": (filename, data)})
+        return raw(url, "PUT", f"/datastore/image?image={image_id}", body=body, headers={"Content-Type": ctype})
+
+    for name, (image_id, filename, data, status, text) in {
+        "existing id": ("ct_chest", "x.nii.gz", image, 409, "already exists"),
+        "detached NRRD": ("new1", "x.nrrd", detached, 400, "detached"),
+        "two-file NIfTI header": ("new2", "x.nii", two_file, 400, "two-file"),
+        "DICOM as image": ("new3", "x.dcm", b"\0" * 128 + b"DICM", 400, "NIfTI"),
+        "text as NIfTI": ("new4", "x.nii.gz", b"hello", 400, "not"),
+        "executable": ("new5", "x.exe", image, 400, "x.exe"),
+    }.items():
+        check(world, f"image upload: {name}", status, text, put_image(image_id, filename, data), url)
+    assert sorted(p.name for p in studies.glob("*.nii*")) == ["ct_chest.nii.gz"]
+    body, ctype = multipart_body({}, {"files": ("x.exe", b"MZ" + b"\0" * 100)})
+    check(world, "session upload: executable", 400, "x.exe",
+          raw(url, "PUT", "/session/", body=body, headers={"Content-Type": ctype}), url)
+    body, ctype = multipart_body({"params": '{"prompt": "tumor"}'}, {"file": ("x.exe", b"MZ")})
+    check(world, "infer upload: executable", 400, "x.exe",
+          raw(url, "POST", "/infer/medclipsam", body=body, headers={"Content-Type": ctype}), url)
+    body, ctype = multipart_body({"params": '{"prompt": "tumor"}'}, {"file": ("x.nii.gz", image)})
+    check(world, "infer upload and an image id", 400, "either",
+          raw(url, "POST", "/infer/medclipsam?image=ct_chest", body=body, headers={"Content-Type": ctype}), url)
+    # the accepted case: a new id, stored in the store under that id and nothing else
+    code, answer = put_image("uploaded_ok", "whatever name.nii.gz", image)
+    assert code == 200 and json.loads(answer) == {"image": "uploaded_ok"}, answer
+    assert (studies / "uploaded_ok.nii.gz").read_bytes() == image
+
+
+def test_deleting_with_allow_delete(tmp_path):
+    """--conf allow_delete true: an image of the NIfTI store can be deleted; hostile ids still cannot,
+    and nothing beside the store changes."""
+    from medclipsam.dicom import read_series
+    from medclipsam.volume.itk_io import write_image
+
+    studies, sentinel = tmp_path / "studies", tmp_path / "sentinel"
+    studies.mkdir()
+    sentinel.mkdir()
+    (sentinel / "keep.nii.gz").write_bytes(b"sentinel")
+    with read_series(SERIES) as s:
+        write_image(studies / "a.nii.gz", s)
+    shutil.copy(studies / "a.nii.gz", studies / "b.nii.gz")
+    before = tree_hash(sentinel)
+    world = {"log": []}
+    with monailabel_server(studies, tmp_path / "work", conf={"allow_delete": "true"}) as url:
+        for v in ("../sentinel/keep", "..%2Fsentinel%2Fkeep", str(sentinel / "keep"), "a/../b", "nope"):
+            check(world, f"allow_delete: delete {v!r}", (400, 404), "image",
+                  raw(url, "DELETE", f"/datastore/image?id={v}"), url)
+        assert raw(url, "DELETE", "/datastore/image?id=b")[0] == 200
+        ids = requests.get(f"{url}/datastore/?output=all", timeout=10).json()["objects"]
+    assert sorted(ids) == ["a"] and not (studies / "b.nii.gz").exists() and (studies / "a.nii.gz").exists()
+    assert tree_hash(sentinel) == before
+
+
 def test_zz_nothing_outside_or_inside_the_stores_changed(world):
     """Last (zz): the sentinel folder and the DICOM source files are as they were; the log is kept."""
     assert tree_hash(world["sentinel"]) == world["before"]["sentinel"]
