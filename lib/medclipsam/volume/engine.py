@@ -154,6 +154,12 @@ def fit_batch_size(free_bytes: int, bytes_per_item: int, cap: int, fraction: flo
 def sam_bytes_per_slice(sam_model: torch.nn.Module, dtype_bytes: int = 2) -> int:
     """Rough peak activation memory of SAM's image encoder for one image (no gradients)."""
     enc = sam_model.image_encoder
+    if not hasattr(enc, "blocks"):
+        # TinyViT (LiteMedSAM): the widest activations are the first stage's MBConv, at a quarter of the
+        # input side with its channels expanded ×4; a dozen such tensors live at once
+        side = enc.img_size // 4
+        channels = enc.patch_embed.seq[-1].c.out_channels
+        return int(side * side * channels * 4 * dtype_bytes * 12)
     side = enc.img_size // enc.patch_embed.proj.kernel_size[0]
     tokens = side * side
     dim = enc.patch_embed.proj.out_channels
