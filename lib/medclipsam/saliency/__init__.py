@@ -1,6 +1,8 @@
 """Saliency maps from a CLIP model for a text target, by registered method.
 
 Methods: ``m2ib`` (MedCLIP-SAMv2), ``gscorecam`` (MedCLIP-SAM v1), ``gradcam`` (baseline).
+:func:`saliency_grids` runs several (image, text) pairs at once through a method's batch form
+where it has one (M2IB), else pair by pair.
 :func:`compute_saliency` pads the image to a square, runs the method on the CLIP input, upsamples
 the token-grid map bilinearly to the input size, min-max normalises it and maps it back onto the
 image's own pixels; it also returns the raw map and the image–text similarity.
@@ -8,7 +10,7 @@ image's own pixels; it also returns the raw map and the image–text similarity.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from ..image import clip_input
 from .base import SALIENCY_METHODS, MethodOutput, SaliencyMethod, SaliencyResult, register_saliency
 from .cam import GradCAMConfig, GScoreCAMConfig, gradcam, gscorecam
-from .m2ib import M2IBConfig, m2ib, m2ib_naive
+from .m2ib import M2IBConfig, m2ib, m2ib_batch, m2ib_naive
 from .text import load_prompt_file, prompts_for_task, text_target
 
 
@@ -43,14 +45,29 @@ def saliency_map_from_grid(raw_grid: torch.Tensor | np.ndarray, pad, image_size:
     return np.clip(min_max(raw_image), 0.0, 1.0)
 
 
+def _checked_params(entry: SaliencyMethod, params: Any | None) -> Any:
+    cfg = params if params is not None else entry.config_cls()
+    if not isinstance(cfg, entry.config_cls):
+        raise TypeError(f"{entry.name} takes {entry.config_cls.__name__}, got {type(cfg).__name__}")
+    return cfg
+
+
 def saliency_grid(clip, pixels: torch.Tensor, text_embedding: torch.Tensor, method: str = "m2ib",
                   params: Any | None = None) -> MethodOutput:
     """Run a registered method on CLIP input pixels (1×3×S×S): its raw token-grid output."""
     entry = SALIENCY_METHODS.get(method)
-    cfg = params if params is not None else entry.config_cls()
-    if not isinstance(cfg, entry.config_cls):
-        raise TypeError(f"{method} takes {entry.config_cls.__name__}, got {type(cfg).__name__}")
-    return entry.fn(clip, pixels.to(clip.device), text_embedding, cfg)
+    return entry.fn(clip, pixels.to(clip.device), text_embedding, _checked_params(entry, params))
+
+
+def saliency_grids(clip, pixels: torch.Tensor, text_embeddings: torch.Tensor, method: str = "m2ib",
+                   params: Sequence[Any | None] | None = None) -> list[MethodOutput]:
+    """Run a registered method on B (image, text) pairs: ``pixels`` B×3×S×S, ``text_embeddings`` B×D,
+    ``params`` one config per pair (None: the method's defaults). Methods with a batch form (M2IB)
+    run the pairs together; the others are called pair by pair with each pair's own config, exactly
+    as :func:`saliency_grid` would. One raw token-grid output per pair, in order."""
+    entry = SALIENCY_METHODS.get(method)
+    cfgs = [_checked_params(entry, p) for p in (params if params is not None else [None] * len(pixels))]
+    return entry.run_batch(clip, pixels.to(clip.device), text_embeddings, cfgs)
 
 
 def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method: str = "m2ib",
@@ -70,6 +87,6 @@ def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method
 
 __all__ = [
     "SALIENCY_METHODS", "SaliencyMethod", "SaliencyResult", "MethodOutput", "register_saliency",
-    "M2IBConfig", "GScoreCAMConfig", "GradCAMConfig", "m2ib", "m2ib_naive", "gscorecam", "gradcam",
-    "compute_saliency", "saliency_grid", "saliency_map_from_grid", "upsample_grid", "min_max", "text_target", "load_prompt_file", "prompts_for_task",
+    "M2IBConfig", "GScoreCAMConfig", "GradCAMConfig", "m2ib", "m2ib_batch", "m2ib_naive", "gscorecam", "gradcam",
+    "compute_saliency", "saliency_grid", "saliency_grids", "saliency_map_from_grid", "upsample_grid", "min_max", "text_target", "load_prompt_file", "prompts_for_task",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -23,20 +23,49 @@ class SaliencyFn(Protocol):
     def __call__(self, clip: Any, pixels: torch.Tensor, text_embedding: torch.Tensor, cfg: Any) -> MethodOutput: ...
 
 
+class BatchSaliencyFn(Protocol):
+    """Several (image, text) pairs at once: ``pixels`` B×3×S×S, ``text_embeddings`` B×D, one config
+    per pair (a seeded method gets each pair's own seed); one output per pair, equal to what the
+    per-image form gives for that pair."""
+
+    def __call__(self, clip: Any, pixels: torch.Tensor, text_embeddings: torch.Tensor,
+                 cfgs: Sequence[Any]) -> list[MethodOutput]: ...
+
+
 @dataclass(frozen=True)
 class SaliencyMethod:
     name: str
     fn: Callable[..., MethodOutput]
     config_cls: type
     description: str
+    batch_fn: Callable[..., list[MethodOutput]] | None = None     # optional :class:`BatchSaliencyFn`
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_fn is not None
+
+    def run_batch(self, clip: Any, pixels: torch.Tensor, text_embeddings: torch.Tensor,
+                  cfgs: Sequence[Any]) -> list[MethodOutput]:
+        """One output per (pixels[b], text_embeddings[b], cfgs[b]): the batch form where the method
+        has one, else the per-image form called pair by pair with that pair's own config."""
+        if not len(pixels) == len(text_embeddings) == len(cfgs):
+            raise ValueError(f"{len(pixels)} images, {len(text_embeddings)} text embeddings and {len(cfgs)} "
+                             "configs given; give one of each per pair")
+        if self.batch_fn is not None:
+            return list(self.batch_fn(clip, pixels, text_embeddings, list(cfgs)))
+        return [self.fn(clip, pixels[b:b + 1], text_embeddings[b:b + 1], cfg) for b, cfg in enumerate(cfgs)]
 
 
 SALIENCY_METHODS: Registry[SaliencyMethod] = Registry("saliency method")
 
 
-def register_saliency(name: str, config_cls: type, description: str):
+def register_saliency(name: str, config_cls: type, description: str,
+                      batch: Callable[..., list[MethodOutput]] | None = None):
+    """Register the decorated per-image function under ``name``; ``batch`` is its optional batch
+    form (:class:`BatchSaliencyFn`), used by callers that have several images or prompts at once."""
+
     def decorator(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
-        SALIENCY_METHODS.register(name)(SaliencyMethod(name, fn, config_cls, description))
+        SALIENCY_METHODS.register(name)(SaliencyMethod(name, fn, config_cls, description, batch))
         return fn
 
     return decorator

@@ -13,13 +13,18 @@ reshaped to the token grid.
 before and including L run once per image (their output does not depend on α), only the blocks
 after L run at each step, no gradient is computed for model weights, and the last forward pass
 (whose loss is never used) is skipped because the capacity does not depend on it.
+:func:`m2ib_batch` runs several (image, text) pairs in one optimisation — the bottleneck is per
+pair, so each pair's map equals its own single run at the same seed — and :func:`m2ib` is its
+batch of one.
 :func:`m2ib_naive` is the literal form (the whole model, both towers, every step, weight
 gradients on) kept to prove that both give the same map.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,33 +80,66 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
     return gen
 
 
-@register_saliency("m2ib", M2IBConfig, "multi-modal information bottleneck (MedCLIP-SAMv2)")
-def m2ib(clip, pixels: torch.Tensor, text_embedding: torch.Tensor, cfg: M2IBConfig) -> MethodOutput:
+def _shared_config(cfgs: Sequence[M2IBConfig]) -> M2IBConfig:
+    """The one configuration of a batch: every pair's config must agree on everything but the seed."""
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        if not isinstance(c, M2IBConfig) or dataclasses.replace(c, seed=first.seed) != first:
+            raise ConfigError("a batched M2IB call needs configs that differ only in their seed; "
+                              f"got {first} and {c}")
+    return first
+
+
+def m2ib_batch(clip, pixels: torch.Tensor, text_embeddings: torch.Tensor,
+               cfgs: Sequence[M2IBConfig]) -> list[MethodOutput]:
+    """M2IB on B (image, text) pairs in one optimisation: ``pixels`` B×3×S×S, ``text_embeddings``
+    B×D (each pair its own target), ``cfgs`` one per pair, equal but for the seed.
+
+    Each pair's map is the one a call on that pair alone gives: the bottleneck α is per pair (a
+    B×T×C tensor whose rows never mix), each pair's noise comes from its own generator seeded with
+    its own ``cfg.seed`` and drawn in the same order as alone, and the loss is the SUM of the pairs'
+    losses, so the gradient reaching pair b's α is exactly its own and Adam, elementwise, takes the
+    same steps (a mean over pairs would shrink the gradients by B against Adam's eps)."""
+    n = len(cfgs)
+    if n == 0:
+        return []
+    if not pixels.shape[0] == text_embeddings.shape[0] == n:
+        raise ValueError(f"{pixels.shape[0]} images, {text_embeddings.shape[0]} text embeddings and {n} configs "
+                         "given; give one of each per pair")
+    cfg = _shared_config(cfgs)
     vision = clip.vision
     layer = vision.check_layer(cfg.layer)
     device = clip.device
     pixels = pixels.to(device)
-    text = text_embedding.to(device).detach()
+    text = text_embeddings.to(device).detach()                           # B × D
     with torch.no_grad():
-        tokens = vision.tokens_after(pixels, layer)[0]            # T × C, computed once per image
+        tokens = vision.tokens_after(pixels, layer)                     # B × T × C, computed once per image
     tokens = tokens.detach()
     alpha = torch.full_like(tokens, cfg.init_alpha, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=cfg.lr)
-    gen = _generator(cfg.seed, device)
-    batch = (cfg.samples,) + tuple(tokens.shape)
-    text_b = text.expand(cfg.samples, -1)
-    for _ in range(cfg.steps - 1):                               # the last step's update is never read out
-        noise = _noise(gen, batch, tokens)
-        z = bottleneck_sample(alpha, tokens.unsqueeze(0), noise)
-        emb = vision.embed_from(z, layer)
-        loss = cfg.beta * capacity(alpha, tokens).mean() - F.cosine_similarity(text_b, emb, dim=-1, eps=1e-6).mean()
+    gens = [_generator(c.seed, device) for c in cfgs]                    # one noise stream per pair
+    per_pair = (cfg.samples,) + tuple(tokens.shape[1:])
+    text_b = text.unsqueeze(1).expand(-1, cfg.samples, -1)              # B × samples × D
+    for _ in range(cfg.steps - 1):                                      # the last step's update is never read out
+        noise = torch.stack([_noise(gen, per_pair, tokens) for gen in gens])      # B × samples × T × C
+        z = bottleneck_sample(alpha.unsqueeze(1), tokens.unsqueeze(1), noise)
+        emb = vision.embed_from(z.flatten(0, 1), layer).unflatten(0, (n, cfg.samples))
+        losses = (cfg.beta * capacity(alpha, tokens).mean(dim=(1, 2))
+                  - F.cosine_similarity(text_b, emb, dim=-1, eps=1e-6).mean(dim=1))      # B
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()
         opt.step()
     with torch.no_grad():
         cap = capacity(alpha, tokens)
-        grid = readout(cap, vision.num_prefix_tokens, vision.grid_size)
-    return MethodOutput(raw_grid=grid.detach().float().cpu(), extras={"layer": layer, "beta": cfg.beta})
+        grids = [readout(cap[b], vision.num_prefix_tokens, vision.grid_size).detach().float().cpu()
+                 for b in range(n)]
+    return [MethodOutput(raw_grid=g, extras={"layer": layer, "beta": cfg.beta}) for g in grids]
+
+
+@register_saliency("m2ib", M2IBConfig, "multi-modal information bottleneck (MedCLIP-SAMv2)", batch=m2ib_batch)
+def m2ib(clip, pixels: torch.Tensor, text_embedding: torch.Tensor, cfg: M2IBConfig) -> MethodOutput:
+    """One image (1×3×S×S) and one 1×D text embedding: :func:`m2ib_batch` on a batch of one."""
+    return m2ib_batch(clip, pixels, text_embedding.reshape(1, -1), [cfg])[0]
 
 
 def m2ib_naive(clip, pixels: torch.Tensor, prompts: list[str], cfg: M2IBConfig) -> MethodOutput:
