@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from medclipsam.errors import InputError, ModelSpecError
+from medclipsam.errors import ConfigError, InputError, ModelSpecError
 from medclipsam.image import clip_input
-from medclipsam.saliency import (SALIENCY_METHODS, GradCAMConfig, GScoreCAMConfig, M2IBConfig, compute_saliency,
-                                 gscorecam, load_prompt_file, m2ib, m2ib_naive, prompts_for_task, text_target)
+from medclipsam.saliency import (SALIENCY_METHODS, GradCAMConfig, GScoreCAMConfig, M2IBConfig, MethodOutput,
+                                 compute_saliency, gscorecam, load_prompt_file, m2ib, m2ib_batch, m2ib_naive,
+                                 prompts_for_task, register_saliency, saliency_grid, saliency_grids, text_target)
 from medclipsam.saliency.m2ib import capacity
 
 
@@ -153,3 +155,128 @@ def test_bundled_prompt_file_is_found_by_name():
     table = load_prompt_file("medclipsamv2-examples")
     assert table["lungs, chest X-ray (P0)"] == ["lungs"]
     assert len(table["breast tumor, benign and malignant (ensemble)"]) == 2
+
+
+# ---------------------------------------------------------------- batched saliency (issue 22, item 6)
+def _slices(clip, n):
+    """n different CT-like slices (a bright disk that moves, noise of its own) as n×3×S×S CLIP input."""
+    rng = np.random.default_rng(1)
+    out = []
+    for k in range(n):
+        yy, xx = np.mgrid[:64, :64]
+        g = (40 + 30 * rng.random((64, 64))).astype(np.float32)
+        g[(yy - 20 - 8 * k) ** 2 + (xx - 40 + 6 * k) ** 2 < 10 ** 2] = 210
+        out.append(_pixels(clip, np.repeat(g.astype(np.uint8)[..., None], 3, axis=2)))
+    return torch.cat(out)
+
+
+def test_batched_m2ib_equals_per_slice_runs_at_the_same_seeds(tiny_clip):
+    """The engine's batch: slice k seeded seed + k, one prompt; each map as if the slice ran alone."""
+    pixels = _slices(tiny_clip, 4)
+    text = text_target(tiny_clip, "bright round lesion")
+    cfg = M2IBConfig(layer=2, beta=1.0, seed=12)
+    cfgs = [M2IBConfig(layer=2, beta=1.0, seed=12 + k) for k in range(4)]
+    alone = [m2ib(tiny_clip, pixels[k:k + 1], text, cfgs[k]).raw_grid for k in range(4)]
+    batched = m2ib_batch(tiny_clip, pixels, text.expand(4, -1), cfgs)
+    assert len(batched) == 4
+    for k in range(4):
+        assert batched[k].raw_grid.shape == (8, 8)
+        assert float((batched[k].raw_grid - alone[k]).abs().max()) <= 1e-5, k
+    # the comparison can fail: the maps differ between slices, and a slice's map depends on its seed
+    assert float((alone[0] - alone[1]).abs().max()) > 1e-3
+    other_seed = m2ib(tiny_clip, pixels[1:2], text, cfg).raw_grid
+    assert float((other_seed - batched[1].raw_grid).abs().max()) > 1e-4
+
+
+def test_batched_m2ib_pairs_each_with_its_own_text_embedding(tiny_clip):
+    """(slice, prompt) pairs: one slice with two prompts, another with a prompt ensemble."""
+    pixels = _slices(tiny_clip, 2)
+    targets = [text_target(tiny_clip, "bright round lesion"), text_target(tiny_clip, "left lung"),
+               text_target(tiny_clip, ["a round mass", "tumor"])]
+    pairs = [(0, 0), (0, 1), (1, 2)]
+    cfgs = [M2IBConfig(layer=1, beta=0.1, seed=30 + i) for i, _ in pairs]     # β small: the text matters
+    batched = m2ib_batch(tiny_clip, torch.cat([pixels[i:i + 1] for i, _ in pairs]),
+                         torch.cat([targets[t] for _, t in pairs]), cfgs)
+    for (i, t), cfg, out in zip(pairs, cfgs, batched):
+        alone = m2ib(tiny_clip, pixels[i:i + 1], targets[t], cfg).raw_grid
+        assert float((out.raw_grid - alone).abs().max()) <= 1e-5, (i, t)
+    # same slice, same seed, another prompt: another map (the text reaches each pair's own loss)
+    same_seed = m2ib_batch(tiny_clip, pixels[:1].expand(2, -1, -1, -1), torch.cat(targets[:2]),
+                           [cfgs[0], cfgs[0]])
+    assert float((same_seed[0].raw_grid - same_seed[1].raw_grid).abs().max()) > 1e-3
+
+
+def test_m2ib_is_the_batch_of_one(tiny_clip, disk_image):
+    pixels = _pixels(tiny_clip, disk_image)
+    text = text_target(tiny_clip, "bright round lesion")
+    cfg = M2IBConfig(layer=2, seed=7)
+    [one] = m2ib_batch(tiny_clip, pixels, text, [cfg])
+    assert torch.equal(one.raw_grid, m2ib(tiny_clip, pixels, text, cfg).raw_grid)
+    assert one.extras == {"layer": 2, "beta": 1.0}
+    naive = m2ib_naive(tiny_clip, pixels, ["bright round lesion"], cfg).raw_grid       # the independent reference
+    assert float((one.raw_grid - naive).abs().max()) <= 1e-5
+    assert m2ib_batch(tiny_clip, pixels[:0], text[:0], []) == []
+
+
+def test_batched_m2ib_refuses_mismatched_inputs(tiny_clip):
+    pixels = _slices(tiny_clip, 2)
+    text = text_target(tiny_clip, "lesion").expand(2, -1)
+    with pytest.raises(ConfigError, match="only in their seed"):
+        m2ib_batch(tiny_clip, pixels, text, [M2IBConfig(layer=2, seed=1), M2IBConfig(layer=2, beta=2.0, seed=2)])
+    with pytest.raises(ValueError, match="one of each per pair"):
+        m2ib_batch(tiny_clip, pixels, text[:1], [M2IBConfig(layer=2), M2IBConfig(layer=2)])
+
+
+@dataclass
+class _SeededConfig:
+    seed: int = 0
+
+
+_PER_IMAGE_CALLS: list[tuple[int, int]] = []
+
+
+def _seed_echo(clip, pixels, text, cfg):
+    """A per-image method with no batch form (like an oracle that knows the slice from cfg.seed)."""
+    _PER_IMAGE_CALLS.append((int(pixels.shape[0]), cfg.seed))
+    return MethodOutput(raw_grid=torch.full(clip.vision.grid_size, float(cfg.seed)), extras={"seed": cfg.seed})
+
+
+if "seed-echo-test" not in SALIENCY_METHODS:
+    register_saliency("seed-echo-test", _SeededConfig, "test method: a map filled with cfg.seed")(_seed_echo)
+
+
+def test_registry_batch_form_and_per_image_fallback(tiny_clip):
+    assert SALIENCY_METHODS.get("m2ib").batched
+    assert not SALIENCY_METHODS.get("gradcam").batched and not SALIENCY_METHODS.get("gscorecam").batched
+    entry = SALIENCY_METHODS.get("seed-echo-test")
+    assert not entry.batched
+    pixels = _slices(tiny_clip, 3)
+    text = text_target(tiny_clip, "lesion").expand(3, -1)
+    _PER_IMAGE_CALLS.clear()
+    outs = saliency_grids(tiny_clip, pixels, text, "seed-echo-test", [_SeededConfig(seed=s) for s in (5, 9, 2)])
+    assert _PER_IMAGE_CALLS == [(1, 5), (1, 9), (1, 2)]          # one call per pair, each with its own config
+    assert [float(o.raw_grid[0, 0]) for o in outs] == [5.0, 9.0, 2.0]
+    # a CAM has no batch form: pair by pair, equal to saliency_grid on each pair
+    outs = saliency_grids(tiny_clip, pixels, text, "gradcam", [GradCAMConfig()] * 3)
+    for k, out in enumerate(outs):
+        assert torch.allclose(out.raw_grid, saliency_grid(tiny_clip, pixels[k:k + 1], text[k:k + 1], "gradcam",
+                                                          GradCAMConfig()).raw_grid, atol=1e-6)
+    # a method with a batch form goes through it and matches the per-image form
+    cfgs = [M2IBConfig(layer=2, samples=2, seed=s) for s in (1, 2)]
+    outs = saliency_grids(tiny_clip, pixels[:2], text[:2], "m2ib", cfgs)
+    for k in range(2):
+        alone = saliency_grid(tiny_clip, pixels[k:k + 1], text[k:k + 1], "m2ib", cfgs[k]).raw_grid
+        assert float((outs[k].raw_grid - alone).abs().max()) <= 1e-5
+    with pytest.raises(TypeError, match="M2IBConfig"):
+        saliency_grids(tiny_clip, pixels[:1], text[:1], "m2ib", [GradCAMConfig()])
+    with pytest.raises(ValueError, match="one of each per pair"):
+        saliency_grids(tiny_clip, pixels, text[:2], "seed-echo-test", [_SeededConfig()] * 3)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "4", True, None])
+def test_volume_config_rejects_a_bad_saliency_batch(bad):
+    from medclipsam.volume.engine import VolumeConfig
+
+    with pytest.raises(ConfigError, match="saliency_batch"):
+        VolumeConfig(saliency_batch=bad)
+    assert VolumeConfig(saliency_batch=0).saliency_batch == 0 and VolumeConfig(saliency_batch=3).saliency_batch == 3

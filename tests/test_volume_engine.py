@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -453,3 +454,65 @@ def test_a_tumour_inside_the_lungs_survives_either_prompt_order(demo_pipeline):
         assert report["voxels"] > tumour / 2
         assert report["kept_label"] == t + 1 and report["sizes"][t] < report["sizes"][lungs]
         assert any(f"prompt {t + 1} keeps them (the smaller target" in n for n in r.notes), r.notes
+
+
+# ---------------------------------------------------------------- batched saliency pass (issue 22, item 6)
+def test_engine_batched_saliency_gives_the_per_slice_result(tiny_pipeline, monkeypatch):
+    """(slice, prompt) pairs several per M2IB call: the same peaks and labels as one pair per call."""
+    import medclipsam.volume.engine as engine_module
+
+    calls: list[tuple[int, list[int]]] = []
+    real = engine_module.saliency_grids
+
+    def spy(clip, pixels, texts, method, params):
+        calls.append((int(pixels.shape[0]), [c.seed for c in params]))
+        return real(clip, pixels, texts, method, params)
+
+    monkeypatch.setattr(engine_module, "saliency_grids", spy)
+    prompts = ["lesion", ["body", "soft tissue"]]
+    cfg = dict(presence=PresenceConfig(enabled=False))
+    one = VolumePipeline(tiny_pipeline, VolumeConfig(saliency_batch=1, **cfg)).run(_phantom(), prompts)
+    assert [n for n, _ in calls] == [1] * 16
+    calls.clear()
+    batched = VolumePipeline(tiny_pipeline, VolumeConfig(saliency_batch=5, **cfg)).run(_phantom(), prompts)
+    assert [n for n, _ in calls] == [5, 5, 5, 1]                      # 8 slices × 2 prompts in batches of 5
+    seed = tiny_pipeline.config.m2ib.seed
+    assert [s for _, seeds in calls for s in seeds] == [seed + k for k in range(8) for _ in prompts]
+    assert np.array_equal(one.labels, batched.labels) and one.labels.any()
+    for a, b in zip(one.prompts, batched.prompts):
+        assert [r.raw_saliency_peak for r in a.records] == pytest.approx([r.raw_saliency_peak for r in b.records],
+                                                                         abs=1e-5)
+        assert [r.mask_pixels for r in a.records] == [r.mask_pixels for r in b.records]
+    assert "saliency" in batched.seconds
+
+
+@dataclasses.dataclass
+class _SliceSeedConfig:
+    seed: int = 100
+
+
+def test_engine_calls_a_method_without_batch_form_per_slice_with_its_seed(tiny_clip, tiny_sam):
+    """An oracle-like method that knows the slice only from cfg.seed (params.seed + k) still gets one
+    call per (slice, prompt), whatever saliency_batch says."""
+    from medclipsam.config import PipelineConfig
+    from medclipsam.pipeline import Pipeline
+    from medclipsam.saliency import SALIENCY_METHODS, MethodOutput, register_saliency
+
+    name = "slice-seed-test"
+    if name not in SALIENCY_METHODS:
+        @register_saliency(name, _SliceSeedConfig, "test method: remembers the seed of each call")
+        def _slice_seed(clip, pixels, text, cfg):
+            _slice_seed.calls.append((int(pixels.shape[0]), cfg.seed))
+            g = torch.zeros(clip.vision.grid_size)
+            g[2:5, 2:5] = 1.0 + cfg.seed
+            return MethodOutput(raw_grid=g)
+
+        _slice_seed.calls = []
+    fn = SALIENCY_METHODS.get(name).fn
+    fn.calls.clear()
+    base = PipelineConfig.from_preset("v2")
+    pipeline = Pipeline(tiny_clip, tiny_sam, PipelineConfig(**{**base.__dict__, "saliency": name}))
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False), saliency_batch=4)
+    r = VolumePipeline(pipeline, cfg).run(_phantom(), ["lesion", "liver"])
+    assert fn.calls == [(1, 100 + k) for k in range(8) for _ in range(2)]
+    assert [rec.raw_saliency_peak for rec in r.prompts[0].records] == [101.0 + k for k in range(8)]

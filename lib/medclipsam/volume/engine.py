@@ -12,7 +12,9 @@ Per series, with the 2D pipeline's stages (:class:`~medclipsam.pipeline.Pipeline
    with each prompt's text embedding is the first presence signal (:mod:`.presence`).
 3. **Saliency pass** — only on slices that pass the similarity gate: the saliency method's raw
    token grid per slice and prompt (a few hundred bytes each), with the M2IB noise seeded from
-   the slice index (reproducible, §12.5). The raw saliency peak is the second gate.
+   the slice index (reproducible, §12.5); M2IB optimises several (slice, prompt) pairs per call
+   (``VolumeConfig.saliency_batch``), each exactly as it would alone. The raw saliency peak is the
+   second gate.
 4. **SAM pass** — only on slices judged present: saliency map → coarse mask → visual prompts →
    SAM, the SAM image embedding computed once per slice for all prompts, in batches.
 5. **3D consistency** per prompt (:mod:`.consistency`).
@@ -49,7 +51,7 @@ from ..image import SquarePad, clip_input
 from ..pipeline import Pipeline
 from ..postprocess import make_coarse_mask
 from ..prompts import VisualPrompts, make_visual_prompts
-from ..saliency import saliency_grid, saliency_map_from_grid
+from ..saliency import SALIENCY_METHODS, saliency_grids, saliency_map_from_grid
 from .consistency import ConsistencyConfig, ConsistencyReport, enforce_consistency
 from .display import AS_STORED, DisplayOrientation, display_orientation
 from .geometry import Geometry
@@ -62,6 +64,16 @@ from .source import VolumeSource
 MAX_PROMPTS = 8          # one bit per prompt in the working label volume
 SIMILARITY_BATCH_CPU = 8
 SIMILARITY_BATCH_CUDA = 64
+# (slice, prompt) pairs per call of a batched saliency method (M2IB) when VolumeConfig.saliency_batch
+# is 0 (auto). CPU, measured with full-size BiomedCLIP (random weights, layer 9, 10 steps × 10 samples)
+# on a 2-core Xeon: CPU seconds per pair 16.6-18.7 one at a time, 15.0 in pairs, 12.8-14.0 in fours,
+# 13.7 in eights, peak RSS +0.8 GB at 4 and +1.5 GB at 8 over one at a time: 4 takes the gain without
+# the memory of 8. CUDA: not measured here (no GPU); one pair is only 10 noisy copies of one image,
+# far too little work for a GPU, and 16 pairs (160 sequences per step) is a batch the size of the
+# similarity pass's 64 full forward passes; at layer 9 its activations for backward are a few GB
+# (benchmarks/m2ib_speed.py --slices N --device cuda prints the peak), set saliency_batch to go lower.
+SALIENCY_BATCH_CPU = 4
+SALIENCY_BATCH_CUDA = 16
 
 
 @dataclass
@@ -79,9 +91,12 @@ class VolumeConfig:
                                                   # per prompt (plus one judged absent), for montages
     reorient: bool = True                         # show the models each slice as a viewer does (radiological
                                                   # convention, volume/display.py); labels stay on the stored grid
+    saliency_batch: int = 0                       # (slice, prompt) pairs per saliency call for a method with a
+                                                  # batch form (M2IB); 0: SALIENCY_BATCH_CPU / _CUDA
 
     def __post_init__(self) -> None:
         integer_at_least("batch_size", self.batch_size, 0)
+        integer_at_least("saliency_batch", self.saliency_batch, 0)
         integer_at_least("max_batch_size", self.max_batch_size, 1)
         integer_at_least("inspect", self.inspect, 0)
 
@@ -415,6 +430,12 @@ class VolumePipeline:
         free, _total = torch.cuda.mem_get_info(self.device)
         return fit_batch_size(free, sam_bytes_per_slice(self.pipeline.sam.model), cfg.max_batch_size)
 
+    def saliency_batch_size(self) -> int:
+        """(slice, prompt) pairs per call of a batched saliency method: the setting, or the device default."""
+        if self.config.saliency_batch > 0:
+            return self.config.saliency_batch
+        return SALIENCY_BATCH_CUDA if self.device.type == "cuda" else SALIENCY_BATCH_CPU
+
     def run(self, src: VolumeSource, prompts: Sequence[str | Sequence[str]],
             window: str | Sequence[str | None] | None = None, progress: bool = False) -> VolumeResult:
         """Segment ``src`` for ``prompts`` (label i + 1 = prompt i). ``window``: a preset name (or
@@ -517,24 +538,42 @@ class VolumePipeline:
             if gate.note:
                 run.notes.append(f"prompt {_name(run.items[p])!r}: {gate.note}")
 
-        # 2. saliency pass on candidate slices
+        # 2. saliency pass on candidate slices: their (slice, prompt) pairs, several per call for a
+        #    method with a batch form (M2IB: saliency_batch_size()), one per call otherwise. Slice k's
+        #    config has seed params.seed + k whichever way it runs, so the maps do not depend on the batch.
         tsal = time.perf_counter()
         grids: dict[tuple[int, int], np.ndarray] = {}
         params = pcfg.saliency_params()
+        method = SALIENCY_METHODS.get(pcfg.saliency)
         candidates = [i for i in range(len(indices)) if any(run.gates[p].present[i] for p in members)]
-        for i in tqdm(candidates, desc="saliency" + label, **bar):
+        pairs = [(i, p) for i in candidates for p in members if run.gates[p].present[i]]
+        pair_batch = self.saliency_batch_size() if method.batched else 1
+        last_slice: dict[int, torch.Tensor] = {}
+
+        def slice_pixels(i: int) -> torch.Tensor:     # pairs come slice by slice: each slice rendered once
+            if i not in last_slice:
+                last_slice.clear()
+                last_slice[i] = clip_input(rendered(indices[i]), clip.image_size, clip.mean, clip.std)[0]
+            return last_slice[i]
+
+        def slice_params(i: int) -> Any:
             k = indices[i]
-            pixels, _pad = clip_input(rendered(k), clip.image_size, clip.mean, clip.std)
-            slice_params = dataclasses.replace(params, seed=params.seed + k) if hasattr(params, "seed") else params
-            for p in members:
-                if not run.gates[p].present[i]:
-                    continue
+            return dataclasses.replace(params, seed=params.seed + k) if hasattr(params, "seed") else params
+
+        with tqdm(total=len(candidates), desc="saliency" + label, **bar) as pb:
+            for start in range(0, len(pairs), pair_batch):
+                chunk = pairs[start:start + pair_batch]
+                pixels = torch.cat([slice_pixels(i) for i, _ in chunk])
+                text_batch = torch.cat([texts[p] for _, p in chunk])
                 with self._autocast():
-                    out = saliency_grid(clip, pixels, texts[p], pcfg.saliency, slice_params)
-                grid = out.raw_grid.float().numpy().astype(np.float32)
-                grids[(i, p)] = grid
-                finite = grid[np.isfinite(grid)]
-                run.peaks[i, p] = float(finite.max()) if finite.size else 0.0
+                    outs = saliency_grids(clip, pixels, text_batch, pcfg.saliency, [slice_params(i) for i, _ in chunk])
+                for (i, p), out in zip(chunk, outs):
+                    grid = out.raw_grid.float().numpy().astype(np.float32)
+                    grids[(i, p)] = grid
+                    finite = grid[np.isfinite(grid)]
+                    run.peaks[i, p] = float(finite.max()) if finite.size else 0.0
+                stop = start + len(chunk)                  # the bar counts slices whose last pair is done
+                pb.update(sum(1 for j in range(start, stop) if j + 1 == len(pairs) or pairs[j + 1][0] != pairs[j][0]))
         run.add_seconds("saliency", time.perf_counter() - tsal)
         for p in members:
             gate = run.gates[p]
