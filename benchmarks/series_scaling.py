@@ -7,10 +7,15 @@ written as NIfTI. ``--clip/--sam/--device`` run the same with other models, e.g.
 random-init BiomedCLIP and SAM ViT-B on a GPU (``--device cuda --clip random:biomedclip --sam
 vit_b:random --set m2ib.layer=9``): then the seconds per slice are the engine's GPU throughput (bf16
 autocast, batched similarity, SAM batches fitted to free memory) and the peak GPU memory is printed
-too. ``--format seg`` writes a DICOM SEG instead (no SimpleITK needed). For each size it prints
-the child's peak RSS (``ru_maxrss``) and seconds; then
+too. ``--format seg`` writes a DICOM SEG instead (no SimpleITK needed). ``--gate on`` keeps the
+presence gate on (what a user gets): the engine's seconds per stage then show what each stage costs
+on the slices it is run on (SAM only where saliency found the target), e.g. ``--sizes 300 --gate on
+--clip random:biomedclip --sam litemedsam --set m2ib.layer=9`` for a 300-slice CT with the default SAM.
+For each size it prints the child's peak RSS (``ru_maxrss``), seconds and the engine's seconds per
+stage; then
 the growth of peak RSS per 100 slices and the engine's seconds per slice (least-squares slopes
-over the three sizes, so start-up and model loading drop out).
+over the sizes, so start-up and model loading drop out; with a single size, the seconds per slice of
+that run).
 
 The target: peak memory grows by no more than the label volume itself (512×512 uint8 = 26.2 MB
 per 100 slices; rows × columns × 100 bytes for other ``--size``) plus a constant. Last line:
@@ -54,15 +59,20 @@ def child(folder: str, out: str, opts: dict) -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
-    result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["lesion"])
+    result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=opts.get("gate", False)))).run(
+        src, ["lesion"])
     write_result(out, result, src, series_description="random weights", algorithm_version="bench")
     if cuda:
         torch.cuda.synchronize()
     t2 = time.perf_counter()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     gpu_mb = torch.cuda.max_memory_allocated() / 1e6 if cuda else 0.0
+    record = result.prompts[0].records
     print(json.dumps({"slices": result.slices, "processed": result.processed, "peak_rss_mb": peak_mb,
-                      "peak_gpu_mb": gpu_mb, "engine_seconds": t2 - t1, "total_seconds": t2 - t0}))
+                      "peak_gpu_mb": gpu_mb, "engine_seconds": t2 - t1, "total_seconds": t2 - t0,
+                      "stages": {k: round(v, 3) for k, v in result.seconds.items()},
+                      "saliency_slices": sum(r.passed_similarity for r in record),
+                      "sam_slices": sum(r.present for r in record)}))
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -81,6 +91,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                     help="pipeline setting (default: m2ib.layer=2, for the tiny CLIP)")
     ap.add_argument("--format", choices=("nifti", "seg"), default="nifti", help="output written (default nifti)")
+    ap.add_argument("--gate", choices=("on", "off"), default="off",
+                    help="presence gate (default off: every slice through saliency and SAM, the worst case)")
     ap.add_argument("--child", nargs=3, metavar=("FOLDER", "OUT", "OPTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -88,7 +100,7 @@ def main() -> None:
         return
     from medclipsam.config import parse_overrides
 
-    opts = {"clip": args.clip, "sam": args.sam, "device": args.device,
+    opts = {"clip": args.clip, "sam": args.sam, "device": args.device, "gate": args.gate == "on",
             "overrides": parse_overrides(args.set if args.set is not None else ["m2ib.layer=2"])}
     from medclipsam.dicom.synthetic import write_synthetic_ct
 
@@ -96,7 +108,7 @@ def main() -> None:
     label_mb_per_100 = args.size * args.size * 100 / 1e6       # one byte per voxel
     print(f"machine: {machine()}")
     print(f"series: synthetic CT {args.size}x{args.size}, slices {sizes}; CLIP {args.clip}, SAM {args.sam} "
-          f"(random weights: cost only) on {args.device}; settings {opts['overrides']}; gate off; {args.format} out")
+          f"on {args.device}; settings {opts['overrides']}; presence gate {args.gate}; {args.format} out")
     rows = []
     with tempfile.TemporaryDirectory(prefix="medclipsam-bench-") as tmp:
         for n in sizes:
@@ -113,9 +125,18 @@ def main() -> None:
                   f"peak_gpu_mb={r['peak_gpu_mb']:8.1f} engine_seconds={r['engine_seconds']:7.2f} "
                   f"total_seconds={r['total_seconds']:7.2f} "
                   f"seconds_per_slice={r['engine_seconds'] / r['slices']:.3f}")
+            stages = r["stages"]
+            print("  stages (s): " + " ".join(f"{k}={v:.1f}" for k, v in stages.items() if k != "total") +
+                  f"; saliency on {r['saliency_slices']} slices, SAM on {r['sam_slices']}")
+            if "saliency" in stages and "sam" in stages:
+                print(f"  sam_seconds / saliency_seconds = {stages['sam'] / max(stages['saliency'], 1e-9):.3f}")
     xs = [float(r["slices"]) for r in rows]
-    growth = slope(xs, [r["peak_rss_mb"] for r in rows]) * 100.0
-    per_slice = slope(xs, [r["engine_seconds"] for r in rows])
+    if len(rows) > 1:
+        growth = slope(xs, [r["peak_rss_mb"] for r in rows]) * 100.0
+        per_slice = slope(xs, [r["engine_seconds"] for r in rows])
+    else:
+        print("one size: no growth slope (give --sizes with several counts for it)")
+        growth, per_slice = float("nan"), rows[0]["engine_seconds"] / rows[0]["slices"]
     print(f"label volume: {label_mb_per_100:.1f} MB per 100 slices; measured growth / label volume = "
           f"{growth / label_mb_per_100:.2f}")
     print(f"rss_growth_mb_per_100_slices={growth:.1f} seconds_per_slice={per_slice:.3f}")

@@ -129,7 +129,7 @@ def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
     return values  # type: ignore[return-value]
 
 
-VOLUME_SETTINGS = ("presence", "consistency", "propagation", "reorient")
+VOLUME_SETTINGS = ("presence", "consistency", "propagation", "reorient", "saliency_batch")
 
 
 def split_volume_overrides(pairs: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
