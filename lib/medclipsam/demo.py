@@ -4,7 +4,10 @@ the package so that the whole product runs end to end on a fresh CPU machine wit
 * :data:`DEMO_CLIP` — a BiomedCLIP-shaped model (timm ViT + BERT-style text tower) in a
   ``local-dir:`` folder, trained by ``training/clip_demo.py``;
 * :data:`DEMO_SAM` — a SAM-architecture checkpoint (``demo`` architecture), trained by
-  ``training/sam_demo.py``.
+  ``training/sam_demo.py``. The demo and the app without ``--conf sam`` use it rather than
+  LiteMedSAM (the default SAM elsewhere): on fresh phantoms it gives the better figures
+  (``benchmarks/phantom_eval.py``, selection seed 200: tumour Dice 0.849 vs 0.775, lungs 0.941 vs
+  0.930; ``benchmarks/RESULTS.md``, 2026-12-07). On real CT it is far worse (``real_ct_boxes.py``).
 
 Both carry a model card (``intended_use: demo``), so every output made with them says
 "demo model, synthetic training data, not for clinical use". A model card may also recommend
