@@ -5,7 +5,8 @@ Studies: a folder of NIfTI/NRRD volumes (MONAI Label's local datastore), a folde
 Orthanc's ``http://host:8042/dicom-web``). ``--conf`` keys (all optional; the demo models by default):
 
     clip        CLIP model spec, e.g. local-dir:/models/biomedclip or hf-hub:microsoft/BiomedCLIP-...
-    sam         SAM spec, e.g. vit_h:/models/sam_vit_h_4b8939.pth
+    sam         SAM spec, e.g. litemedsam (a real medical SAM, installed with medclipsam) or
+                vit_h:/models/sam_vit_h_4b8939.pth
     vocabulary  label vocabulary JSON (default: medclipsam's configs/vocabulary/default.json)
     preset      v2 (default) or v1
     device      default device of requests: cpu, cuda, cuda:1 (default: CUDA when present, else cpu)
