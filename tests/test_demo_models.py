@@ -9,8 +9,6 @@ where a test runs fewer examples than the benchmark, it says what margin it allo
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,21 +16,12 @@ import pytest
 from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models
 from medclipsam.evaluation import roc_auc
 
-ROOT = Path(__file__).resolve().parents[1]
+from project import ROOT, project_module
 HELD_OUT = 424_242
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _project_module(folder: str, name: str):
-    """A module of the project's ``training/`` or ``benchmarks/`` folder (not a package)."""
-    import importlib
-
-    sys.path.insert(0, str(ROOT / folder))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +72,7 @@ def test_demo_models_are_demo_models(demo_clip):
 
 def test_shipped_clip_card_recommends_what_its_recipe_writes(demo_clip):
     """The shipped card's pipeline settings are the recipe's (a re-run of the recipe gives the same)."""
-    clip_demo = _project_module("training", "clip_demo")
+    clip_demo = project_module("training", "clip_demo")
     overrides = demo_clip.card["pipeline_overrides"]
     assert overrides == clip_demo.pipeline_recommendations(int(overrides["m2ib.layer"]))
 
@@ -94,7 +83,7 @@ def test_shipped_sam_card_has_its_recipes_prompt_sampling_and_settings():
 
     from medclipsam.models import load_sam
 
-    sam_demo = _project_module("training", "sam_demo")
+    sam_demo = project_module("training", "sam_demo")
     card = load_sam(DEMO_SAM).card
     defaults = json.loads(json.dumps(dataclasses.asdict(sam_demo.PromptSampling())))   # tuples → lists
     assert card["training"]["prompt_sampling"] == defaults
@@ -105,7 +94,7 @@ def test_shipped_sam_card_has_its_recipes_prompt_sampling_and_settings():
 def pointing_game():
     """benchmarks/pointing_game.py and its report sets' slices (424242, 424248-424252: about 65
     lung-tumour slices, never used to choose a model; a 9-slice set cannot measure a rate of 0.9)."""
-    pg = _project_module("benchmarks", "pointing_game")
+    pg = project_module("benchmarks", "pointing_game")
     return pg, pg.held_out_slices(pg.REPORT_SETS)
 
 
@@ -140,7 +129,7 @@ def test_absent_structure_scores_lower_than_a_present_one(demo_clip, held_out):
 def end_to_end() -> dict[str, float]:
     """The whole zero-shot pipeline with the demo models on 2 fresh phantom CT series (the benchmark
     runs 8); the tests below allow 0.05 below the issue's goals (0.80, 0.80, 0.90)."""
-    evaluate = _project_module("benchmarks", "phantom_eval").evaluate
+    evaluate = project_module("benchmarks", "phantom_eval").evaluate
     return evaluate(seed=3, n=2, clip_spec=DEMO_CLIP, sam_spec=DEMO_SAM, verbose=False)
 
 

@@ -22,27 +22,17 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from project import ROOT, project_module
 
 
-def _project_module(folder: str, name: str):
-    """A module of the project's ``benchmarks/`` folder (not a package)."""
-    sys.path.insert(0, str(ROOT / folder))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
-oracle = _project_module("benchmarks", "_oracle")
-bench = _project_module("benchmarks", "real_ct_oracle")
-ref = _project_module("benchmarks", "_reference")
+oracle = project_module("benchmarks", "_oracle")
+bench = project_module("benchmarks", "real_ct_oracle")
+ref = project_module("benchmarks", "_reference")
 MISSING = ref.corpus_missing_reason()
 needs_corpus = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 

@@ -15,26 +15,13 @@ import itertools
 import json
 import sys
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from project import project_module
 
-
-def _project_module(folder: str, name: str):
-    """A module of the project's ``benchmarks/`` folder (not a package)."""
-    import importlib
-
-    sys.path.insert(0, str(ROOT / folder))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
-ref = _project_module("benchmarks", "_reference")
+ref = project_module("benchmarks", "_reference")
 MISSING = ref.corpus_missing_reason()
 needs_corpus = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
@@ -95,7 +82,7 @@ def test_voxels_outside_the_nifti_get_background():
 
 
 def test_benchmark_without_the_corpus_says_why_and_exits_cleanly(monkeypatch, tmp_path):
-    bench = _project_module("benchmarks", "real_ct_boxes")
+    bench = project_module("benchmarks", "real_ct_boxes")
     monkeypatch.setattr(ref, "CORPUS", tmp_path / "no-corpus")
     monkeypatch.setattr(sys, "argv", ["real_ct_boxes.py"])
     out = io.StringIO()
@@ -285,7 +272,7 @@ def test_litemedsam_boxes_on_real_liver_beat_a_random_litemedsam():
         load_sam("litemedsam")
     except Exception as e:  # not installed / not yet supported: say why
         pytest.skip(f"load_sam('litemedsam') failed: {type(e).__name__}: {e}")
-    bench = _project_module("benchmarks", "real_ct_boxes")
+    bench = project_module("benchmarks", "real_ct_boxes")
     cases = ref.load_cases({ref.SIEMENS_CT: ["liver"]})
     slices = bench.prepare_slices(cases, only_slices={ref.SIEMENS_CT: [5, 15]})
     assert [s.k for s in slices] == [5, 15] and all(s.rgb.shape == (512, 512, 3) for s in slices)

@@ -14,21 +14,11 @@ and exit code 2. Last line: ``clip=ok sam=ok`` (only the checked models).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 
 from .errors import CheckpointError
-
-HASH_CHUNK = 1 << 20
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from .models.checkpoints import file_sha256
 
 
 def checkpoint_files(spec: str) -> list[Path]:
@@ -46,7 +36,7 @@ def _describe(label: str, model, spec: str, seconds: float, files: list[Path] | 
     kind = "RANDOM WEIGHTS" if model.random_weights else ("DEMO MODEL" if getattr(model, "demo", False) else "weights")
     print(f"{label}: {spec} -> architecture {model.architecture}, {kind}, loaded in {seconds:.1f} s on {model.device}")
     for f in checkpoint_files(spec) if files is None else files:
-        print(f"  {f} ({f.stat().st_size / 1e6:.1f} MB) sha256 {sha256(f)}")
+        print(f"  {f} ({f.stat().st_size / 1e6:.1f} MB) sha256 {file_sha256(f)}")
     card = getattr(model, "card", None) or {}
     for key in ("name", "source", "licence", "license", "training", "intended_use", "notice"):
         if card.get(key):

@@ -14,7 +14,6 @@ encoder's input is the architecture's ``preprocess`` recipe (:mod:`.sam_inputs`)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ import torch
 from ..errors import CheckpointError, ModelSpecError
 from ..registry import Registry
 from .cards import DEMO_NOTICE, is_demo, read_card, sam_card_path
-from .checkpoints import load_strict, read_state_dict
+from .checkpoints import file_sha256, load_strict, read_state_dict
 from .sam_inputs import SAM_INPUTS
 
 SAM_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sam"
@@ -190,14 +189,6 @@ def _describe_checkpoint(state: dict[str, torch.Tensor]) -> str:
         if a.encoder == "vit" and a.encoder_embed_dim == width and a.encoder_depth == depth:
             return f"a SAM {name} checkpoint (image encoder width {width}, {depth} blocks)"
     return f"a SAM checkpoint with image encoder width {width} and {depth} blocks"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def packaged_checkpoint(arch: SamArchitecture) -> Path:
