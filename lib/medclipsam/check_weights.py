@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError
-from .models.checkpoints import file_sha256
 
 
 def checkpoint_files(spec: str) -> list[Path]:
@@ -33,6 +32,8 @@ def checkpoint_files(spec: str) -> list[Path]:
 
 
 def _describe(label: str, model, spec: str, seconds: float, files: list[Path] | None = None) -> None:
+    from .models.checkpoints import file_sha256   # imports torch: not at module level (the CLI parser imports this)
+
     kind = "RANDOM WEIGHTS" if model.random_weights else ("DEMO MODEL" if getattr(model, "demo", False) else "weights")
     print(f"{label}: {spec} -> architecture {model.architecture}, {kind}, loaded in {seconds:.1f} s on {model.device}")
     for f in checkpoint_files(spec) if files is None else files:

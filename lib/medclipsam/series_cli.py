@@ -52,6 +52,11 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
 
 
 def cmd_segment_series(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.list_series:
+        return list_series(args.input if len(args.input) > 1 else args.input[0])
+    # imported here, not at module level: the CLI parser imports this module, and --list-series
+    # must not pay for torch, the models, highdicom or SimpleITK
     from .cli import _device, _warn, with_model_recommendations
     from .config import PipelineConfig, apply_overrides, parse_overrides
     from .dicom.seg import EmptySegmentationError
@@ -60,15 +65,6 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
     from .volume.inputs import close_volume, open_volume
     from .volume.outputs import check_output, write_result
 
-    t0 = time.perf_counter()
-    if args.list_series:
-        from .dicom import scan_series
-
-        summaries = scan_series(args.input if len(args.input) > 1 else args.input[0])
-        for s in summaries:
-            print(f"{s.series_uid or '(blank SeriesInstanceUID)'}  {s.modality}  {s.num_images} images  "
-                  f"{s.description!r}")
-        return 0
     prompts = args.prompt or []
     if not prompts:
         raise InputError("no text prompt given; pass --prompt TEXT (repeat it for several labels)")
@@ -117,9 +113,7 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
                                               algorithm_version=__version__)
         except EmptySegmentationError:
             print(_stats_line(result, t0))
-            raise InputError(f"nothing was segmented ({result.gated} of {result.slices} slices judged target-absent, "
-                             "no mask on the others), and a DICOM SEG cannot be empty: no SEG written. Write "
-                             "--out NAME.nii.gz for an empty label volume, or lower --presence-threshold") from None
+            raise InputError(nothing_segmented_message(result)) from None
         for note in write_notes:
             print(f"note: {note}", file=sys.stderr)
         for p in result.prompts:
@@ -138,6 +132,61 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         close_volume(src)
     print(_stats_line(result, t0))
     return 0
+
+
+def list_series(inputs) -> int:
+    """``--list-series``: the image series of a DICOM input, one a line, from the headers only.
+
+    Imports pydicom and numpy and nothing heavier (no torch, models, highdicom or SimpleITK): a
+    50-file folder lists in well under a second (benchmarks/list_series_speed.py)."""
+    from .dicom.series import scan_series
+
+    for s in scan_series(inputs):
+        print(f"{s.series_uid or '(blank SeriesInstanceUID)'}  {s.modality}  {s.num_images} images  "
+              f"{s.description!r}" + ("  localizer (a scout / projection image, not slices)" if s.localizer else ""))
+    return 0
+
+
+def nothing_segmented_message(result) -> str:
+    """The error for a run that segmented nothing (a SEG cannot be empty), with advice that fits the
+    presence settings it ran with: lowering ``--presence-threshold`` is only offered when a
+    threshold judged slices absent, not with the gate off (``--no-gate``) or when every slice was
+    processed anyway."""
+    head = (f"nothing was segmented ({result.gated} of {result.slices} slices judged target-absent, no mask on "
+            "the others), and a DICOM SEG cannot be empty: no SEG written")
+    several = len(result.prompts) > 1
+    why, advice = [], []
+    if all(p.gate.mode == "disabled" for p in result.prompts):
+        why.append(f"the presence gate was off (--no-gate): all {result.processed} slices were processed and no "
+                   "mask was found on any")
+    else:
+        below = []     # the similarity thresholds that judged slices absent
+        for p in result.prompts:
+            n = sum(not r.passed_similarity for r in p.records)
+            if n and p.gate.threshold is not None:
+                what = {"user": "--presence-threshold", "model calibration": "the model's calibrated threshold",
+                        "series-relative split": "the series-relative split"}.get(p.gate.mode, p.gate.mode)
+                below.append(f"{n} slice(s) had a similarity below {what} {p.gate.threshold:.4g}"
+                             + (f" for label {p.label} {p.name!r}" if several else ""))
+        if below:
+            why.append("; ".join(below))
+            advice.append("pass a lower --presence-threshold, or --no-gate to process every slice")
+        weak = sum(r.passed_similarity and not r.present for p in result.prompts for r in p.records)
+        if weak:
+            why.append(f"{weak} slice(s) passed the similarity gate but their saliency peak was weak (below "
+                       "presence.saliency_ratio × the series' highest)")
+            advice.append("--set presence.saliency_ratio=0 to keep them (or --no-gate)")
+        if result.processed:
+            why.append(f"saliency → SAM found no mask on the {result.processed} processed slice(s)")
+    if result.processed or not advice:
+        advice.append("word the prompt as the target's anatomical name, or try another --window")
+    if result.roi is not None:
+        advice.append("check that --roi covers the target")
+    if result.slices and result.slice_range and result.slices < result.geometry.shape[0]:
+        advice.append("widen --slices")
+    reasons = "; ".join(why)
+    reasons = f"{reasons[:1].upper()}{reasons[1:]}. " if reasons else ""
+    return f"{head}. {reasons}Write --out NAME.nii.gz for an empty label volume, or {'; '.join(advice)}"
 
 
 def _stats_line(result, t0: float) -> str:

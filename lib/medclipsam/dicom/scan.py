@@ -28,6 +28,9 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "SEG", "PR", "KO", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE_PLAN",
                         "REG", "FID", "RWV", "DOC", "PLAN", "AU", "ECG", "HD", "RESP"}
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# ImageType values of a localizer: a projection (scout) image of the scan range, not a cross-sectional
+# slice ("LOCALIZER" is the standard's value; the others are vendors' names for it)
+LOCALIZER_IMAGE_TYPES = {"LOCALIZER", "SCOUT", "SURVIEW", "TOPOGRAM", "SCANOGRAM"}
 _DICOM_GROUPS = {0x0002, 0x0008}
 
 
@@ -36,7 +39,8 @@ class SeriesSummary:
     """One image series of an input, as :func:`scan_series` lists it.
 
     ``num_images`` counts image frames (a single-frame file is 1, a multi-frame file its
-    NumberOfFrames), localizers included.
+    NumberOfFrames), localizers included. ``localizer``: every image of the series is a localizer
+    (a scout / projection image, see :data:`LOCALIZER_IMAGE_TYPES`), not a slice of a volume.
     """
 
     series_uid: str
@@ -45,6 +49,7 @@ class SeriesSummary:
     num_images: int
     study_uid: str
     series_number: int | None
+    localizer: bool = False
 
 
 # --------------------------------------------------------------------------------------------- headers
@@ -91,6 +96,7 @@ class _Header:
     per_frame_positions: bool         # every frame has its own PlanePositionSequence
     imager_pixel_spacing: tuple[float, float] | None
     frames: list[_Frame] = field(default_factory=list)
+    image_type: str = ""              # as stored, e.g. ORIGINAL\PRIMARY\LOCALIZER
 
 
 @dataclass
@@ -422,11 +428,11 @@ def _read_header_fields(path: Path, display: str, why: str) -> _Header | _Other 
         for_uid=_str(ds, "FrameOfReferenceUID") or None,
         modality=modality or "OT", series_description=_str(ds, "SeriesDescription"),
         series_number=_int(ds, "SeriesNumber"), instance_number=_int(ds, "InstanceNumber"),
-        localizer="LOCALIZER" in image_type, transfer_syntax=ts,
+        localizer=any(v in LOCALIZER_IMAGE_TYPES for v in image_type), transfer_syntax=ts,
         pixel_problem=problem, rows=int(rows), columns=int(columns), samples=samples, photometric=photometric,
         bits_stored=_int(ds, "BitsStored") or bits, num_frames=frames,
         multiframe=enhanced or frames > 1, per_frame_positions=per_frame_positions,
-        imager_pixel_spacing=imager, frames=out_frames)
+        imager_pixel_spacing=imager, frames=out_frames, image_type="\\".join(v for v in image_type if v))
 
 
 def _deflated_pixels(path: Path, expected: int | None) -> tuple[bool, str | None]:
@@ -469,6 +475,10 @@ class _Scan:
             notes.append(f"skipped {len(self.others)} non-image DICOM object(s): {what} (structure sets, "
                          "segmentations, reports, presentation states, plans and dose grids are not images "
                          "to segment)")
+        if len(self.groups) == 1:
+            note = localizer_note(next(iter(self.groups.values())))
+            if note:
+                notes.append(note)
         return notes
 
     def summaries(self) -> list[SeriesSummary]:
@@ -479,10 +489,28 @@ class _Scan:
                 series_uid=uid, modality=first.modality,
                 description=next((h.series_description for h in hdrs if h.series_description), ""),
                 num_images=sum(h.num_frames for h in hdrs), study_uid=first.study_uid,
-                series_number=first.series_number))
+                series_number=first.series_number, localizer=all(h.localizer for h in hdrs)))
         out.sort(key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else 1 << 40,
                                 s.series_uid))
         return out
+
+
+def localizer_note(headers: Sequence[_Header]) -> str | None:
+    """The note for a series made only of localizers (read as they are: one 2D image each), else None.
+
+    Next to slices of the same series, localizers are left out (:mod:`.series`); a series of
+    localizers alone is what the user pointed at, so it is read, but it must not pass for a
+    one-slice CT: the note says what it is and where the slices usually are.
+    """
+    if not headers or not all(h.localizer for h in headers):
+        return None
+    types = sorted({h.image_type for h in headers if h.image_type})
+    n = len(headers)
+    what = "a localizer" if n == 1 else f"{n} localizers"
+    return (f"the input is {what} (ImageType {', '.join(types) or 'LOCALIZER'}): a scout / projection image of "
+            "the scan range, not a cross-sectional slice. It is segmented as a 2D projection image, where organs "
+            "overlap in depth; the slices of the study are a separate series (usually in a folder next to this "
+            "one): pass that series to segment the volume")
 
 
 def _scan(inputs: _Inputs) -> _Scan:
@@ -522,5 +550,7 @@ def _listing(summaries: list[SeriesSummary]) -> str:
     for s in summaries:
         desc = f"'{s.description}'" if s.description else "(no description)"
         number = f"#{s.series_number} " if s.series_number is not None else ""
-        lines.append(f"  {_series_label(s.series_uid)}  {number}{s.modality} {desc}, {s.num_images} image(s)")
+        kind = " (localizer: a scout / projection image, not slices)" if s.localizer else ""
+        lines.append(f"  {_series_label(s.series_uid)}  {number}{s.modality} {desc}, {s.num_images} image(s)"
+                     + kind)
     return "\n".join(lines)
