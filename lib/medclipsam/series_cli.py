@@ -89,6 +89,11 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
     src = open_volume(args.input if len(args.input) > 1 else args.input[0], series_uid=args.series)
     try:
         kind = check_output(args.out, src, overwrite=args.overwrite)
+        if kind == "dicom-seg":     # a SEG the headers cannot give is refused before any slice is processed
+            from .dicom.seg import check_seg_sources
+            from .volume.outputs import slice_frames
+
+            check_seg_sources(*slice_frames(src))
         print(f"input: {src.description}; {src.geometry.describe()}", file=sys.stderr)
         for note in src.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -30,6 +30,15 @@ Decisions (also in the report):
   written, each such repair is reported with :func:`warnings.warn` and a :class:`DicomSegWarning`
   (the function returns only the path), because the SEG then references UIDs that a PACS holding
   the original files does not know. Dropped empty segments are reported the same way.
+* **Legacy headers.** Values legal in practice that would stop highdicom or make the SEG fail
+  ``dciodvfy`` (unparseable dates/times, no PixelSpacing but ImagerPixelSpacing, lossy flag without
+  method, negative SpacingBetweenSlices, empty Type 1C/3 values, ...) are repaired or left out on
+  the source copies, in the same place as the UID repairs (:mod:`medclipsam.dicom.legacy` lists
+  them), and reported as one :class:`DicomSegWarning` once the SEG is written.
+  :func:`check_seg_sources` runs the same preparation before any slice is processed and raises
+  :class:`SegNotWritableError` (advising NIfTI) for what no repair can give: a SOP class highdicom
+  does not know, several slices without a FrameOfReferenceUID, a positioned slice without
+  PixelSpacing/SliceThickness that nothing can stand in for.
 * **Atomic.** The data set is built in memory and written through :func:`medclipsam.io._atomic`;
   any failure leaves no file (nor temporary file) behind and raises a
   :class:`~medclipsam.errors.MedClipSamError` (:class:`DicomSegError`) naming the cause; a label
@@ -57,6 +66,7 @@ from ..errors import InputError, MedClipSamError
 from ..io import _atomic
 from ..volume.itk_io import LabelShapeError, label_color
 from .codes import SegmentConcept, concept_for_prompt
+from .legacy import LOSSY_KEYWORDS, apply_fixes, copied_attribute_types, legacy_fixes, slice_spacing
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 MANUFACTURER = "medclipsam"
@@ -76,6 +86,10 @@ class DicomSegError(MedClipSamError):
 
 class EmptySegmentationError(InputError):
     """The label volume has no foreground: nothing was segmented, so no SEG is written."""
+
+
+class SegNotWritableError(InputError):
+    """The sources cannot give a DICOM SEG at all (found before any slice is processed)."""
 
 
 class DicomSegWarning(UserWarning):
@@ -201,13 +215,14 @@ def prepare_sources(source_images: Sequence[Dataset], *, warn: bool = True) -> l
     docstring), missing type-2 patient/study attributes added empty, a stray NumberOfFrames = 1 on
     classic single-frame images of a series removed — always on copies; unchanged data sets are
     passed through as they are. UID repairs are reported as a :class:`DicomSegWarning`."""
-    result, note = _prepare_sources(source_images)
-    if warn and note:
-        warnings.warn(note, DicomSegWarning, stacklevel=2)
+    result, notes = _prepare_sources(source_images)
+    if warn:
+        for note in notes:
+            warnings.warn(note, DicomSegWarning, stacklevel=2)
     return result
 
 
-def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], str | None]:
+def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], list[str]]:
     sources = list(source_images)
     if not sources:
         raise InputError("no source images: a DICOM SEG must reference the images it segments")
@@ -240,17 +255,23 @@ def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], s
         replacement[keyword] = generate_uid(entropy_srcs=entropy)
         notes.append(f"blank {keyword} replaced by the generated UID {replacement[keyword]}")
     strip_frames = len(sources) > 1
+    spacing = slice_spacing(sources) if strip_frames else None
     result: list[Dataset] = []
     sop_from_meta = 0
+    header_notes: dict[str, int] = {}
     for ds, sop_uid in zip(sources, sop_uids):
         blank_uids = [kw for kw in _UID_KEYWORDS if _blank(ds.get(kw))]
         missing_type2 = [kw for kw in _TYPE2_KEYWORDS if kw not in ds]
         stray_frames = (strip_frames and "NumberOfFrames" in ds and not _is_multiframe(ds))
         shareable = _per_frame_shareable_groups(ds)
-        if not blank_uids and not missing_type2 and not stray_frames and not shareable:
+        fixes = legacy_fixes(ds, spacing=spacing)
+        if not blank_uids and not missing_type2 and not stray_frames and not shareable and not fixes:
             result.append(ds)
             continue
         c = _metadata_copy(ds)
+        apply_fixes(c, fixes)
+        for fix in fixes:
+            header_notes[fix.reason] = header_notes.get(fix.reason, 0) + 1
         for keyword, value in shareable.items():
             setattr(c.SharedFunctionalGroupsSequence[0], keyword, value)
         if "SOPInstanceUID" in blank_uids:
@@ -269,10 +290,14 @@ def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], s
     if sop_from_meta:
         notes.insert(0, f"{sop_from_meta} source image(s) have a blank SOP Instance UID; the SEG references "
                         "the MediaStorageSOPInstanceUID of their file meta information")
-    if not notes:
-        return result, None
-    return result, ("DICOM SEG references repaired source UIDs (a PACS holding the original files may not "
-                    "link them): " + "; ".join(notes))
+    out: list[str] = []
+    if notes:
+        out.append("DICOM SEG references repaired source UIDs (a PACS holding the original files may not "
+                   "link them): " + "; ".join(notes))
+    if header_notes:
+        out.append("source header values repaired for the DICOM SEG: " + "; ".join(
+            reason + (f" ({n} images)" if n > 1 else "") for reason, n in header_notes.items()))
+    return result, out
 
 
 def _resolve_frames(sources: Sequence[Dataset], frames, n_slices: int | None
@@ -321,6 +346,55 @@ def _resolve_frames(sources: Sequence[Dataset], frames, n_slices: int | None
         raise InputError("a DICOM SEG here references either one multi-frame image or a series of "
                          "single-frame images, not a mix")
     return resolved
+
+
+_NII_ADVICE = "write --out NAME.nii.gz (or .nrrd) instead"
+
+
+def check_seg_sources(source_images: Sequence[Dataset],
+                      frames: Sequence[tuple[int, int | None]] | None = None) -> list[str]:
+    """Can these sources give a DICOM SEG? Meant to run before any slice is processed (the CLI calls
+    it right after opening the series when the output is .dcm; :func:`write_dicom_seg` runs the same
+    checks). Raises :class:`SegNotWritableError` naming what is missing, with the advice to write
+    NIfTI instead; returns the notes on the header values the writer will repair
+    (:mod:`medclipsam.dicom.legacy`) or UIDs it will fill in."""
+    try:
+        sources, notes = _prepare_sources(source_images)
+    except LabelShapeError:
+        raise
+    except InputError as e:
+        raise SegNotWritableError(f"no DICOM SEG can be written: {e}; {_NII_ADVICE}") from None
+    _check_writable(sources, _resolve_frames(sources, frames, None))
+    return notes
+
+
+def _check_writable(sources: Sequence[Dataset], resolved: Sequence[tuple[int, int | None]]) -> None:
+    """What highdicom needs from the (repaired) sources and no repair can give: refused up front."""
+    def refuse(why: str) -> SegNotWritableError:
+        return SegNotWritableError(f"no DICOM SEG can be written from this series: {why}; {_NII_ADVICE}")
+
+    first = sources[resolved[0][0]]
+    sop_class = _effective_sop_class_uid(first)
+    if copied_attribute_types(sop_class) is None:
+        raise refuse(f"its SOP class {sop_class} is not one the SEG writer (highdicom) knows")
+    used = [sources[i] for i in dict.fromkeys(i for i, _ in resolved)]
+    if "FrameOfReferenceUID" not in first:
+        from highdicom._module_utils import ModuleUsageValues, get_module_usage
+
+        if len(used) > 1 or len(resolved) > 1 or _number_of_frames(first) > 1:
+            raise refuse(f"the images have no FrameOfReferenceUID, which a SEG of {len(resolved)} slices "
+                         "needs to place them")
+        if get_module_usage("frame-of-reference", sop_class) == ModuleUsageValues.MANDATORY:
+            raise refuse("the image has no FrameOfReferenceUID although its IOD requires one")
+        return
+    if _is_multiframe(first) and "PerFrameFunctionalGroupsSequence" in first:
+        return
+    for ds in used:
+        missing = [kw for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                                 "SliceThickness") if _blank(ds.get(kw))]
+        if missing:
+            raise refuse(f"image {effective_sop_instance_uid(ds)} has a FrameOfReferenceUID but no "
+                         f"{' / '.join(missing)}")
 
 
 def _frame_positions(ds: Dataset) -> list[np.ndarray | None]:
@@ -431,6 +505,20 @@ def _check_segments(segments: Sequence[SegmentSpec], present: set[int]) -> tuple
     return kept, note
 
 
+def _restore_lossy_flag(seg: Dataset, original: Dataset, used: Dataset) -> None:
+    """A source flagged lossy (LossyImageCompression 01) whose ratio or method is unknown was given to
+    highdicom without the flag (it requires both); the SEG gets the flag back, with what is known."""
+    if str(original.get("LossyImageCompression") or "").strip() != "01" or "LossyImageCompression" in used:
+        return
+    seg.LossyImageCompression = "01"
+    for keyword in LOSSY_KEYWORDS[1:]:
+        if keyword in seg:
+            delattr(seg, keyword)
+        value = used.get(keyword)
+        if not _blank(value) and (not isinstance(value, (list, MultiValue)) or len(value)):
+            setattr(seg, keyword, value)
+
+
 def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: np.ndarray,
                     segments: Sequence[SegmentSpec], *,
                     frames: Sequence[tuple[int, int | None]] | None = None,
@@ -451,8 +539,10 @@ def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: 
     data = np.asarray(labels)
     if data.ndim != 3:
         raise LabelShapeError(f"labels must be a 3D array (slices, rows, cols), got shape {data.shape}")
-    sources, uid_note = _prepare_sources(source_images)
+    originals = list(source_images)
+    sources, source_notes = _prepare_sources(originals)
     resolved = _resolve_frames(sources, frames, data.shape[0])
+    _check_writable(sources, resolved)
     if data.dtype == bool:
         data = data.astype(np.uint8)
     if not np.issubdtype(data.dtype, np.integer):
@@ -509,6 +599,7 @@ def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: 
             )
         if _needs_utf8(seg):
             seg.SpecificCharacterSet = "ISO_IR 192"
+        _restore_lossy_flag(seg, originals[resolved[0][0]], source_list[0])
         if "FrameOfReferenceUID" not in seg and "PatientOrientation" not in seg:
             # General Image module: PatientOrientation is Type 2C when there is no frame of reference
             # (2D ultrasound, projection X-ray); copy the source's, or leave it empty (unknown).
@@ -532,7 +623,7 @@ def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: 
     except (ValueError, TypeError, AttributeError, UnicodeError) as e:
         raise DicomSegError(f"could not encode the DICOM SEG {p.name}: {type(e).__name__}: {e}") from e
     # Reported only once the SEG exists (a failed write says why it failed instead).
-    for note in (uid_note, segment_note):
+    for note in (*source_notes, segment_note):
         if note:
             warnings.warn(f"{p.name}: {note}", DicomSegWarning, stacklevel=2)
     return p
