@@ -234,6 +234,23 @@ def test_empty_procedure_code_sequence_is_left_out(tmp_path):
     assert any("ProcedureCodeSequence is empty" in n for n in notes)
 
 
+@pytest.mark.parametrize("keyword, value, expected", [
+    ("PatientSex", "U", ""),                       # highdicom refuses it outright (after the pipeline ran)
+    ("PatientSex", "male", "M"),
+    ("PatientAge", "45", "045Y"),
+    ("StudyID", "12345678901234567", "1234567890123456"),
+    ("AccessionNumber", "A" * 20, "A" * 16),
+    ("PatientName", "x" * 70, "x" * 64),
+])
+def test_values_their_vr_does_not_allow(tmp_path, keyword, value, expected):
+    def change(ds):
+        setattr(ds, keyword, value)
+
+    seg, notes = write(tmp_path, make_series(tmp_path / "src", change))
+    assert str(seg[keyword].value or "") == expected
+    assert any(keyword in n for n in notes)
+
+
 # ------------------------------------------------------------------------------------------ refused up front
 
 

@@ -10,6 +10,9 @@ and reports them with a :class:`~medclipsam.dicom.seg.DicomSegWarning`.
 
 The repairs (each is one :class:`Fix`):
 
+* **values their VR does not allow** (a PatientID or StudyID longer than LO/SH allow, a
+  PatientAge ``45``, a PatientSex ``U``): text is cut to the VR's length, a bare age gets its unit
+  (years), a sex other than M/F/O is emptied; anything else invalid is emptied (Type 2) or left out;
 * **dates and times** (DA, TM, DT) that pydicom cannot parse or that are not in the standard's
   format: a legacy ``11:42:21`` or ``2001.01.01`` loses its separators; what stays invalid (a date
   ``00000000``) is emptied when the attribute is Type 2 and left out otherwise;
@@ -47,6 +50,8 @@ _LOSSY_METHOD_BY_SYNTAX = {
 }
 _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+_STRING_VRS = {"AE", "AS", "CS", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
+_MAX_TEXT = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
 _DEIDENTIFICATION_UNKNOWN = "unknown (empty in the source image)"
 
 
@@ -106,6 +111,58 @@ def _date_time_fix(keyword: str, vr: str, value: Any, kind: str) -> Fix | None:
     if kind.startswith("2"):
         return Fix(keyword, "", f"{keyword} {text!r} is not a valid DICOM {vr}: written empty (unknown)")
     return Fix(keyword, DROP, f"{keyword} {text!r} is not a valid DICOM {vr}: left out")
+
+
+def _invalid(vr: str, text: str) -> bool:
+    from pydicom import config
+    from pydicom.valuerep import validate_value
+
+    try:
+        validate_value(vr, text, config.RAISE)
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
+def _values(value: Any) -> list[Any] | None:
+    """The values of a multi-valued element, or None for a single value."""
+    from pydicom.multival import MultiValue
+
+    return list(value) if isinstance(value, (list, tuple, MultiValue)) else None
+
+
+def _value_fix(keyword: str, vr: str, value: Any, kind: str) -> Fix | None:
+    """A copied value its VR does not allow (too long, wrong characters or format): text cut to the
+    VR's length, a bare age in years given its unit, else emptied (Type 2) or left out."""
+    many = _values(value)
+    texts = [str(v) for v in (many if many is not None else [value])]
+    if not any(_invalid(vr, t) for t in texts):
+        return None
+    shown = "\\".join(texts)
+    limit = _MAX_TEXT.get(vr)
+    if limit is not None:
+        cut = [t if not _invalid(vr, t) else t[:limit].rstrip() for t in texts]
+        if not any(_invalid(vr, t) for t in cut):
+            cut_shown = "\\".join(cut)
+            return Fix(keyword, cut if many is not None else cut[0],
+                       f"{keyword} {shown!r} is longer than {vr} allows: cut to {cut_shown!r}")
+    if vr == "AS" and many is None and re.fullmatch(r"\d{1,3}", texts[0].strip()):
+        age = f"{int(texts[0]):03d}Y"
+        return Fix(keyword, age, f"{keyword} {shown!r} is not a DICOM age: written as {age!r} (years)")
+    if kind.startswith("2"):
+        return Fix(keyword, "", f"{keyword} {shown!r} is not a valid {vr}: written empty (unknown)")
+    return Fix(keyword, DROP, f"{keyword} {shown!r} is not a valid {vr}: left out")
+
+
+def _sex_fix(value: Any) -> Fix | None:
+    """PatientSex must be M, F, O or empty (highdicom refuses anything else)."""
+    text = "" if value is None else str(value).strip()
+    up = {"MALE": "M", "FEMALE": "F", "OTHER": "O"}.get(text.upper(), text.upper())
+    if up == text and up in ("", "M", "F", "O"):
+        return None
+    if up in ("M", "F", "O"):
+        return Fix("PatientSex", up, f"PatientSex {text!r} written as {up!r}")
+    return Fix("PatientSex", "", f"PatientSex {text!r} is not M, F or O: written empty (unknown)")
 
 
 def _empty(value: Any) -> bool:
@@ -175,8 +232,9 @@ def legacy_fixes(ds: Dataset, *, spacing: float | None = None) -> list[Fix]:
     ``spacing``: the series' slice spacing (:func:`slice_spacing`), the SliceThickness of a slice
     that has none. An empty list: use the source as it is."""
     with warnings.catch_warnings():
-        # pydicom warns on reading the very values repaired here; the repair notes say it instead.
-        warnings.filterwarnings("ignore", message="Invalid value for VR", category=UserWarning)
+        # pydicom warns on reading the very values repaired here (invalid value, value too long);
+        # the repair notes say it instead.
+        warnings.simplefilter("ignore", UserWarning)
         return _legacy_fixes(ds, spacing)
 
 
@@ -192,9 +250,17 @@ def _legacy_fixes(ds: Dataset, spacing: float | None) -> list[Fix]:
         elem = ds[keyword]
         value = elem.value
         if elem.VR in ("DA", "TM", "DT"):
-            if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, str)):
+            if _values(value) is not None:
                 continue        # multi-valued dates (rare; not copied by highdicom's parser)
             fix = _date_time_fix(keyword, elem.VR, value, kind)
+            if fix is not None:
+                fixes.append(fix)
+        elif keyword == "PatientSex":
+            fix = _sex_fix(value)
+            if fix is not None:
+                fixes.append(fix)
+        elif elem.VR in _STRING_VRS and not _empty(value):
+            fix = _value_fix(keyword, elem.VR, value, kind)
             if fix is not None:
                 fixes.append(fix)
         elif _empty(value) and kind.startswith("1") or (elem.VR == "SQ" and _empty(value) and kind.startswith("3")):
