@@ -298,3 +298,32 @@ def test_cli_refuses_before_loading_models(tmp_path, capsys, monkeypatch):
                  "--clip", "random:tiny", "--sam", "tiny:random", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "no DICOM SEG can be written" in err and ".nii.gz" in err and not out.exists()
+
+
+def test_cli_writes_a_seg_from_legacy_headers(tmp_path, capsys):
+    """The issue's case end to end: the whole pipeline runs, then the SEG is written (it failed here)."""
+    from medclipsam.cli import main
+
+    def legacy(ds):
+        for change in (_colon_time, _zero_date, _lossy_no_method, _imager_spacing, _negative_spacing,
+                       _empty_deidentification, _empty_procedure):
+            change(ds)
+
+    series = write_synthetic_ct(tmp_path / "src", slices=4, size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in series.files:
+            ds = pydicom.dcmread(f)
+            legacy(ds)
+            ds.save_as(f)
+    out = tmp_path / "seg.dcm"
+    code = main(["segment-series", str(series.folder), "--prompt", "lesion", "--out", str(out), "--no-gate",
+                 "--clip", "random:tiny", "--sam", "tiny:random", "--set", "m2ib.layer=2", "--set", "m2ib.steps=3",
+                 "--set", "m2ib.samples=2", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "source header values repaired for the DICOM SEG" in captured.err
+    seg = pydicom.dcmread(out)
+    assert seg.StudyTime == "114221" and seg.LossyImageCompression == "01"
+    if dciodvfy_available():
+        assert validate_with_dciodvfy(out).errors == []
