@@ -327,3 +327,36 @@ def test_cli_writes_a_seg_from_legacy_headers(tmp_path, capsys):
     assert seg.StudyTime == "114221" and seg.LossyImageCompression == "01"
     if dciodvfy_available():
         assert validate_with_dciodvfy(out).errors == []
+
+
+ENHANCED = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "dicom" / "ct_multiframe_enhanced" \
+    / "eCT_Supplemental.dcm"
+
+
+@pytest.mark.parametrize("where", ["shared", "per-frame"])
+def test_negative_spacing_in_enhanced_functional_groups(tmp_path, where):
+    if not ENHANCED.is_file():
+        pytest.skip(f"enhanced CT not found at {ENHANCED}")
+    ds = pydicom.dcmread(ENHANCED, stop_before_pixels=True)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    if where == "shared":
+        shared.PixelMeasuresSequence[0].SpacingBetweenSlices = "-10"
+    else:                                   # Philips style: the measures in every frame, not shared
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            measures = Dataset()
+            measures.PixelSpacing = shared.PixelMeasuresSequence[0].PixelSpacing
+            measures.SliceThickness = "10"
+            measures.SpacingBetweenSlices = "-10"
+            item.PixelMeasuresSequence = DicomSequence([measures])
+        del shared.PixelMeasuresSequence
+    labels = np.zeros((int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)), np.uint8)
+    labels[0, 100:140, 100:160] = 1
+    out = tmp_path / "seg.dcm"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_dicom_seg(out, [ds], labels, [SegmentSpec(1, "lesion")], **KW)
+    assert any("negative" in str(w.message) for w in caught)
+    seg = pydicom.dcmread(out)
+    assert float(pixel_measures(seg).SpacingBetweenSlices) == 10
+    if dciodvfy_available():
+        assert validate_with_dciodvfy(out).errors == []

@@ -305,8 +305,35 @@ def _legacy_fixes(ds: Dataset, spacing: float | None) -> list[Fix]:
         fixes.append(Fix("SliceThickness", value, ("no SliceThickness" if _empty(ds.get("SliceThickness")) else
                           f"SliceThickness {str(ds.SliceThickness)!r} is not a thickness")
                          + f": the SEG's is the slice spacing, {value} mm"))
+    if enhanced:
+        for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            fix = _functional_group_fix(keyword, ds.get(keyword))
+            if fix is not None:
+                fixes.append(fix)
     fixes.extend(_lossy_fixes(ds))
     return fixes
+
+
+def _functional_group_fix(keyword: str, groups) -> Fix | None:
+    """A negative SpacingBetweenSlices in the Pixel Measures of an enhanced image's functional groups
+    (highdicom copies the shared one into the SEG): its magnitude, on a copy of the sequence."""
+    import copy
+
+    def negative(item) -> bool:
+        pm = item.get("PixelMeasuresSequence")
+        values = _number_list(pm[0].get("SpacingBetweenSlices")) if pm else None
+        return bool(values) and values[0] < 0
+
+    if not groups or not any(negative(item) for item in groups):
+        return None
+    repaired = copy.deepcopy(groups)
+    found = sorted({float(item.PixelMeasuresSequence[0].SpacingBetweenSlices) for item in repaired if negative(item)})
+    for item in repaired:
+        if negative(item):
+            pm = item.PixelMeasuresSequence[0]
+            pm.SpacingBetweenSlices = f"{-float(pm.SpacingBetweenSlices):.10g}"
+    return Fix(keyword, repaired, f"SpacingBetweenSlices {', '.join(f'{v:g}' for v in found)} in the {keyword} is "
+               "negative (not allowed in a SEG): written as its magnitude")
 
 
 def apply_fixes(ds: Dataset, fixes: list[Fix]) -> None:

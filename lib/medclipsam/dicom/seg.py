@@ -269,7 +269,9 @@ def _prepare_sources(source_images: Sequence[Dataset]) -> tuple[list[Dataset], l
             result.append(ds)
             continue
         c = _metadata_copy(ds)
-        apply_fixes(c, fixes)
+        if fixes:
+            apply_fixes(c, fixes)
+            shareable = _per_frame_shareable_groups(c)      # from the repaired functional groups
         for fix in fixes:
             header_notes[fix.reason] = header_notes.get(fix.reason, 0) + 1
         for keyword, value in shareable.items():
