@@ -22,7 +22,10 @@ The repairs (each is one :class:`Fix`):
 * **no PixelSpacing**: ImagerPixelSpacing (CR, DX, the spacing the series reader uses) or
   ImagePlanePixelSpacing (RTIMAGE) takes its place;
 * **a negative SpacingBetweenSlices** (a direction, in some legacy NM/MR headers) keeps its
-  magnitude; zero or an unreadable value is left out;
+  magnitude, at the top level or in an enhanced image's shared/per-frame Pixel Measures; zero or an
+  unreadable value is left out;
+* **no (or an empty) SliceThickness** on positioned slices of a series: the slice spacing (median
+  gap between the slice positions) stands in;
 * **a frame of reference without a position** (a projection image with FrameOfReferenceUID but no
   ImagePositionPatient/ImageOrientationPatient) is written as a projection SEG, without one;
 * **LossyImageCompression 01** without LossyImageCompressionRatio or LossyImageCompressionMethod:
