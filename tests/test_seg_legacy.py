@@ -241,6 +241,9 @@ def test_empty_procedure_code_sequence_is_left_out(tmp_path):
     ("StudyID", "12345678901234567", "1234567890123456"),
     ("AccessionNumber", "A" * 20, "A" * 16),
     ("PatientName", "x" * 70, "x" * 64),
+    ("StudyDescription", "d" * 80, "d" * 64),
+    ("PositionReferenceIndicator", "p" * 80, "p" * 64),   # copied with the frame of reference
+    ("PatientBirthDate", "19800230", ""),                  # 30 February
 ])
 def test_values_their_vr_does_not_allow(tmp_path, keyword, value, expected):
     def change(ds):
@@ -249,6 +252,26 @@ def test_values_their_vr_does_not_allow(tmp_path, keyword, value, expected):
     seg, notes = write(tmp_path, make_series(tmp_path / "src", change))
     assert str(seg[keyword].value or "") == expected
     assert any(keyword in n for n in notes)
+
+
+def test_unreadable_decimal_is_left_out(tmp_path):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    def change(ds):
+        tag = Tag("PatientWeight")
+        ds[tag] = RawDataElement(tag, "DS", 4, b"abc ", 0, False, True)   # pydicom cannot convert it
+
+    seg, notes = write(tmp_path, make_series(tmp_path / "src", change))
+    assert "PatientWeight" not in seg
+
+
+def test_lower_case_modality_gives_a_valid_content_label(tmp_path):
+    def change(ds):
+        ds.Modality = "ct"
+
+    seg, _ = write(tmp_path, make_series(tmp_path / "src", change))
+    assert seg.ContentLabel == "CT_SEG"
 
 
 # ------------------------------------------------------------------------------------------ refused up front
@@ -266,10 +289,15 @@ def _no_spacing_at_all(ds):
     del ds.PixelSpacing
 
 
+def _zero_spacing(ds):
+    ds.PixelSpacing = ["0", "0"]
+
+
 @pytest.mark.parametrize("change, words", [
     (_no_frame_of_reference, "no FrameOfReferenceUID"),
     (_private_sop_class, "SOP class"),
     (_no_spacing_at_all, "PixelSpacing"),
+    (_zero_spacing, "PixelSpacing"),
 ])
 def test_impossible_seg_is_refused_before_any_work(tmp_path, change, words):
     sources = make_series(tmp_path / "src", change)

@@ -188,6 +188,11 @@ def _number_list(value: Any) -> list[float] | None:
     return numbers or None
 
 
+def _spacing_pair(value: Any) -> bool:
+    numbers = _number_list(value)
+    return numbers is not None and len(numbers) == 2 and min(numbers) > 0
+
+
 def _lossy_fixes(ds: Dataset) -> list[Fix]:
     if str(ds.get("LossyImageCompression") or "").strip() != "01":
         return []
@@ -245,13 +250,21 @@ def _legacy_fixes(ds: Dataset, spacing: float | None) -> list[Fix]:
     fixes: list[Fix] = []
     sop_class = str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
     types = copied_attribute_types(sop_class) or {}
-    for keyword in ("PatientBirthDate", "StudyDate", "StudyTime"):      # parsed by highdicom, Type 2
+    for keyword in ("PatientBirthDate", "StudyDate", "StudyTime",     # parsed by highdicom, Type 2
+                    "PositionReferenceIndicator"):                    # copied with the frame of reference
         types.setdefault(keyword, "2")
     for keyword, kind in types.items():
-        if keyword not in ds or ds[keyword].VR == "UI":     # blank UIDs: the SEG writer's UID repair
+        if keyword not in ds:
             continue
-        elem = ds[keyword]
-        value = elem.value
+        try:
+            elem = ds[keyword]
+            value = elem.value
+        except (ValueError, TypeError, OverflowError) as e:    # e.g. a DS 'abc': pydicom cannot convert it
+            fixes.append(Fix(keyword, "" if kind.startswith("2") else DROP, f"{keyword} cannot be read ({e}): "
+                             + ("written empty (unknown)" if kind.startswith("2") else "left out")))
+            continue
+        if elem.VR == "UI":         # blank UIDs: the SEG writer's UID repair
+            continue
         if elem.VR in ("DA", "TM", "DT"):
             if _values(value) is not None:
                 continue        # multi-valued dates (rare; not copied by highdicom's parser)
@@ -285,13 +298,21 @@ def _legacy_fixes(ds: Dataset, spacing: float | None) -> list[Fix]:
         fixes.append(Fix("FrameOfReferenceUID", DROP, "the image has a FrameOfReferenceUID but no "
                          "ImagePositionPatient/ImageOrientationPatient: written as a projection SEG without "
                          "a frame of reference"))
-    if not enhanced and _number_list(ds.get("PixelSpacing")) is None:
-        for keyword in ("ImagerPixelSpacing", "ImagePlanePixelSpacing"):
-            stand_in = _number_list(ds.get(keyword))
-            if stand_in is not None and len(stand_in) == 2 and min(stand_in) > 0:
-                fixes.append(Fix("PixelSpacing", list(ds[keyword].value),
-                                 f"no PixelSpacing: the SEG's pixel spacing is the source's {keyword}"))
-                break
+    modality = str(ds.get("Modality") or "")
+    if modality and _invalid("CS", modality):      # the SEG's ContentLabel is "<Modality>_SEG" (CS)
+        cleaned = re.sub(r"[^A-Z0-9 _]", "", modality.upper())[:12].strip() or "OT"
+        fixes.append(Fix("Modality", cleaned, f"Modality {modality!r} is not a DICOM code string: {cleaned!r} "
+                         "in the SEG's ContentLabel"))
+    if not enhanced and not _spacing_pair(ds.get("PixelSpacing")):
+        stand_in = next((kw for kw in ("ImagerPixelSpacing", "ImagePlanePixelSpacing") if _spacing_pair(ds.get(kw))),
+                        None)
+        what = "no PixelSpacing" if _empty(ds.get("PixelSpacing")) else \
+            f"PixelSpacing {str(ds.get('PixelSpacing'))!r} is not a pixel spacing"
+        if stand_in is not None:
+            fixes.append(Fix("PixelSpacing", list(ds[stand_in].value),
+                             f"{what}: the SEG's pixel spacing is the source's {stand_in}"))
+        elif "PixelSpacing" in ds:
+            fixes.append(Fix("PixelSpacing", DROP, f"{what}: left out"))
     if not enhanced and "SpacingBetweenSlices" in ds:
         between = _number_list(ds.get("SpacingBetweenSlices"))
         if between is None or len(between) != 1 or between[0] == 0:
