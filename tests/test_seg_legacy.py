@@ -310,6 +310,15 @@ def test_impossible_seg_is_refused_before_any_work(tmp_path, change, words):
     assert not out.exists()
 
 
+def test_ct_slice_without_position_is_refused(tmp_path):
+    def change(ds):             # a CT (its IOD requires the frame of reference) without a position
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+
+    sources = make_series(tmp_path / "src", change, slices=1)
+    with pytest.raises(SegNotWritableError, match="ImagePositionPatient / ImageOrientationPatient.*nii.gz"):
+        check_seg_sources(sources)
+
+
 def test_cli_refuses_before_loading_models(tmp_path, capsys, monkeypatch):
     import medclipsam.models as models
     from medclipsam.cli import main

@@ -188,6 +188,17 @@ def _number_list(value: Any) -> list[float] | None:
     return numbers or None
 
 
+def _frame_of_reference_mandatory(sop_class: str) -> bool:
+    """The IOD requires a frame of reference (CT, MR, ...): it must not be dropped (a slice without a
+    position is then refused by the SEG writer's up-front check instead)."""
+    from highdicom._module_utils import ModuleUsageValues, get_module_usage
+
+    try:
+        return get_module_usage("frame-of-reference", sop_class) == ModuleUsageValues.MANDATORY
+    except KeyError:            # a SOP class highdicom does not know: refused up front anyway
+        return True
+
+
 def _spacing_pair(value: Any) -> bool:
     numbers = _number_list(value)
     return numbers is not None and len(numbers) == 2 and min(numbers) > 0
@@ -294,7 +305,7 @@ def _legacy_fixes(ds: Dataset, spacing: float | None) -> list[Fix]:
     if "FrameOfReferenceUID" in ds and not str(ds.FrameOfReferenceUID or "").strip():
         fixes.append(Fix("FrameOfReferenceUID", DROP, "FrameOfReferenceUID is empty: left out"))
     elif not enhanced and "FrameOfReferenceUID" in ds and not has_position and \
-            int(ds.get("NumberOfFrames") or 1) == 1:
+            int(ds.get("NumberOfFrames") or 1) == 1 and not _frame_of_reference_mandatory(sop_class):
         fixes.append(Fix("FrameOfReferenceUID", DROP, "the image has a FrameOfReferenceUID but no "
                          "ImagePositionPatient/ImageOrientationPatient: written as a projection SEG without "
                          "a frame of reference"))
