@@ -171,3 +171,14 @@ def test_result_json_reports_overlaps_and_the_tumour_inside_the_lungs_survives(s
         assert any("overlap" in n for n in js["notes"])
     finally:
         Path(path).unlink(missing_ok=True)
+
+
+def test_a_request_cannot_set_an_unbounded_saliency_batch(segmenter, nifti_copy, tmp_path):
+    """``set`` pairs arrive over HTTP: a saliency batch that would hold a whole series in memory is refused."""
+    from medclipsam.errors import ConfigError, MedClipSamError
+
+    before = sorted(p.name for p in nifti_copy.parent.iterdir())
+    with pytest.raises(ConfigError, match="saliency_batch must be at most 64") as e:
+        segmenter(nifti_copy, {"prompt": "lungs", "set": "saliency_batch=100000"})
+    assert isinstance(e.value, MedClipSamError)        # → 400 in the serving status table
+    assert sorted(p.name for p in nifti_copy.parent.iterdir()) == before

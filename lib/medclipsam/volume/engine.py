@@ -64,6 +64,7 @@ from .source import VolumeSource
 MAX_PROMPTS = 8          # one bit per prompt in the working label volume
 SIMILARITY_BATCH_CPU = 8
 SIMILARITY_BATCH_CUDA = 64
+SALIENCY_BATCH_MAX = 64          # the most (slice, prompt) pairs one saliency call may take
 # (slice, prompt) pairs per call of a batched saliency method (M2IB) when VolumeConfig.saliency_batch
 # is 0 (auto). CPU, measured with full-size BiomedCLIP (random weights, layer 9, 10 steps × 10 samples)
 # on a 2-core Xeon: CPU seconds per pair 16.6-18.7 one at a time, 15.0 in pairs, 12.8-14.0 in fours,
@@ -97,6 +98,9 @@ class VolumeConfig:
     def __post_init__(self) -> None:
         integer_at_least("batch_size", self.batch_size, 0)
         integer_at_least("saliency_batch", self.saliency_batch, 0)
+        if self.saliency_batch > SALIENCY_BATCH_MAX:        # a request may set it: bound its memory
+            raise ConfigError(f"saliency_batch must be at most {SALIENCY_BATCH_MAX} (0: automatic), got "
+                              f"{self.saliency_batch}")
         integer_at_least("max_batch_size", self.max_batch_size, 1)
         integer_at_least("inspect", self.inspect, 0)
 
