@@ -9,20 +9,33 @@ numpy (uncompressed), RLE (built in), pylibjpeg (+ libjpeg / openjpeg plugins), 
 :func:`check_decoders` asks them, before anything is decoded, whether some handler can decode
 each transfer syntax of a series, so that a missing decoder is reported once, up front, with
 the command that installs one.
+
+Two things pydicom 2.4 leaves undone are done here:
+
+* **retired JPEG processes** (:data:`RETIRED_JPEG`: spectral selection ``1.2.840.10008.1.2.4.53``
+  and full progression ``…4.55``, i.e. progressive JPEG) are claimed by no pydicom handler,
+  although libjpeg (the pylibjpeg-libjpeg plugin) decodes such streams: each frame's JPEG stream
+  is handed to it directly (:data:`EXTRA_DECODERS`);
+* **stored values** are masked to BitsStored at HighBit and, for PixelRepresentation 1,
+  sign-extended (:func:`stored_values`): pydicom's numpy handler returns the whole BitsAllocated
+  word, so bits above HighBit (old overlays, garbage) would leak into the image.
 """
 
 from __future__ import annotations
 
 import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 
 from ..errors import InputError
 
 INSTALL_DECODERS = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+CONVERT_ADVICE = ("convert the series to an uncompressed transfer syntax first, e.g. with dcmtk's "
+                  "`dcmdjpeg IN OUT` or `gdcmconv --raw IN OUT`")
 
 UNCOMPRESSED = {
     "1.2.840.10008.1.2",        # Implicit VR Little Endian
@@ -47,10 +60,45 @@ def transfer_syntax_label(uid: str) -> str:
     from pydicom.uid import UID
 
     name = UID(uid).name if uid else ""
+    name = RETIRED_JPEG.get(uid, name)
     return f"{name} ({uid})" if name and name != uid else f"unknown transfer syntax ({uid or 'none given'})"
 
 
 # --------------------------------------------------------------------------------------------- decoders
+
+def _libjpeg_frame(frame: bytes) -> np.ndarray:
+    from libjpeg import decode
+
+    # colour_transform=0: YCbCr stays as stored, like pydicom's JPEG handlers (decode_file converts it)
+    return decode(frame, colour_transform=0)
+
+
+def _libjpeg_available() -> bool:
+    try:
+        import libjpeg  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class FrameDecoder:
+    """A decoder for transfer syntaxes no pydicom handler claims: one encapsulated frame → array."""
+
+    name: str
+    available: Callable[[], bool]
+    decode_frame: Callable[[bytes], np.ndarray]
+    install: str
+
+
+# retired JPEG processes whose streams libjpeg decodes (progressive DCT, 8 and 12 bit); no pydicom 2.4
+# handler claims them
+RETIRED_JPEG = {
+    "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection, Non-Hierarchical (Process 6 & 8) (retired)",
+    "1.2.840.10008.1.2.4.55": "JPEG Full Progression, Non-Hierarchical (Process 10 & 12) (retired)",
+}
+_LIBJPEG = FrameDecoder("pylibjpeg-libjpeg", _libjpeg_available, _libjpeg_frame, "pip install pylibjpeg-libjpeg")
+EXTRA_DECODERS: dict[str, FrameDecoder] = {uid: _LIBJPEG for uid in RETIRED_JPEG}
 
 def _handler_can_decode(handler, uid) -> bool:
     try:
@@ -73,13 +121,34 @@ def _handler_can_decode(handler, uid) -> bool:
     return True
 
 
-def decoder_available(uid: str) -> bool:
-    """True when one of ``pydicom.config.pixel_data_handlers`` can decode transfer syntax ``uid``."""
+def _pydicom_can_decode(uid: str) -> bool:
     import pydicom.config
     from pydicom.uid import UID
 
     u = UID(uid)
     return any(_handler_can_decode(h, u) for h in pydicom.config.pixel_data_handlers)
+
+
+def decoder_available(uid: str) -> bool:
+    """True when one of ``pydicom.config.pixel_data_handlers``, or an installed decoder of
+    :data:`EXTRA_DECODERS`, can decode transfer syntax ``uid``."""
+    extra = EXTRA_DECODERS.get(uid)
+    if extra is not None and extra.available():
+        return True
+    return _pydicom_can_decode(uid)
+
+
+def missing_decoder_fix(uid: str) -> str:
+    """What to do when transfer syntax ``uid`` cannot be decoded here: install the decoder that would
+    handle it, or — when no decoder this project knows handles it — convert the files."""
+    extra = EXTRA_DECODERS.get(uid)
+    if extra is not None:
+        return f"install its decoder with: {extra.install} (or {CONVERT_ADVICE})"
+    from pydicom.pixel_data_handlers import pylibjpeg_handler
+
+    if uid in getattr(pylibjpeg_handler, "SUPPORTED_TRANSFER_SYNTAXES", ()):
+        return f"install the decoders with: {INSTALL_DECODERS} (or {CONVERT_ADVICE})"
+    return f"no installed pixel data decoder handles that transfer syntax: {CONVERT_ADVICE}"
 
 
 def check_decoders(example_file_by_syntax: dict[str, tuple[str, int]]) -> None:
@@ -90,9 +159,8 @@ def check_decoders(example_file_by_syntax: dict[str, tuple[str, int]]) -> None:
         what = "1 file" if count == 1 else f"{count} files"
         raise DicomInputError(
             f"cannot decode the pixel data of this series: it is stored as {transfer_syntax_label(uid)} "
-            f"({what}, e.g. {example}) and no installed pixel data decoder supports that transfer syntax. "
-            f"Install the decoders with: {INSTALL_DECODERS} (or convert the series to an uncompressed "
-            "transfer syntax, e.g. with dcmtk's dcmdjpeg / gdcmconv --raw)")
+            f"({what}, e.g. {example}) and no installed pixel data decoder supports that transfer syntax; "
+            + missing_decoder_fix(uid))
 
 
 # --------------------------------------------------------------------------------------------- truncation
@@ -197,18 +265,25 @@ def decode_file(path: Path, display: str) -> np.ndarray:
         raise DicomInputError(f"cannot read DICOM file {display}: {type(e).__name__}: {e}. "
                               "The file may have been changed or removed since the series was read") from None
     uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+            extra = EXTRA_DECODERS.get(uid)
+            if extra is not None and extra.available() and not _pydicom_can_decode(uid):
+                arr = _decode_frames(ds, frames, extra)
+            else:
+                arr = ds.pixel_array
     except Exception as e:  # pydicom raises many kinds: missing decoder, truncated or corrupt data
-        fix = (f"install the decoders with: {INSTALL_DECODERS}" if not decoder_available(uid) else
+        fix = (missing_decoder_fix(uid) if not decoder_available(uid) else
                "the file may be damaged; re-export or re-transfer it")
         raise DicomInputError(f"cannot decode the pixel data of {display} ({transfer_syntax_label(uid)}): "
                               f"{type(e).__name__}: {e}; {fix}") from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if samples == 1 and photometric != "PALETTE COLOR":
+        arr = stored_values(arr, int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0),
+                            ds.get("HighBit", None), int(ds.get("PixelRepresentation", 0) or 0))
     if photometric == "PALETTE COLOR":
         from pydicom.pixel_data_handlers.util import apply_color_lut
 
@@ -228,6 +303,58 @@ def decode_file(path: Path, display: str) -> np.ndarray:
                               f"not match its header ({frames} frame(s), {samples} sample(s) per pixel); "
                               "the file is damaged or inconsistent — re-export it")
     return arr
+
+
+def _decode_frames(ds, frames: int, decoder: FrameDecoder) -> np.ndarray:
+    """The frames of encapsulated pixel data, each decoded by ``decoder`` (frames×rows×cols[×samples])."""
+    from pydicom.encaps import generate_pixel_data_frame
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    out = []
+    for data in generate_pixel_data_frame(ds.PixelData, frames):
+        arr = np.asarray(decoder.decode_frame(data))
+        if arr.shape[:2] != (rows, cols):
+            raise ValueError(f"{decoder.name} decoded a frame of {arr.shape[0]}×{arr.shape[1]} pixels, the header "
+                             f"says {rows}×{cols}")
+        out.append(arr)
+    if len(out) != frames:
+        raise ValueError(f"found {len(out)} compressed frame(s), NumberOfFrames says {frames}")
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:   # decoders return the bits unsigned
+        out = [a.astype(np.int16 if a.dtype.itemsize <= 2 else np.int32, copy=False) if a.dtype.kind == "u" else a
+               for a in out]
+    return np.stack(out) if frames > 1 else out[0]
+
+
+def stored_values(arr: np.ndarray, bits_allocated: int, bits_stored: int, high_bit, signed: int) -> np.ndarray:
+    """Grey-scale stored values as the header defines them: BitsStored bits ending at HighBit, the
+    bits around them dropped, sign-extended when PixelRepresentation is 1.
+
+    A 12-bit signed image (BitsAllocated 16, BitsStored 12, HighBit 11) whose words carry other bits
+    above bit 11 reads as −2048..2047, not as the raw 16-bit words. Arrays whose stored values
+    already fill their words (BitsStored = BitsAllocated), float data and 1-bit data are returned
+    unchanged.
+    """
+    if arr.dtype.kind not in "iu" or bits_allocated <= 1:
+        return arr
+    word = arr.dtype.itemsize * 8
+    stored = bits_stored if 0 < bits_stored <= word else word
+    try:
+        high = int(high_bit) if high_bit is not None and high_bit != "" else stored - 1
+    except (TypeError, ValueError):
+        high = stored - 1
+    if not stored - 1 <= high < word:
+        high = stored - 1
+    shift = high + 1 - stored
+    if stored == word and shift == 0:
+        return arr
+    unsigned = arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
+    values = (unsigned >> shift) & ((1 << stored) - 1) if shift else unsigned & ((1 << stored) - 1)
+    if signed:
+        out_type = np.dtype(f"i{arr.dtype.itemsize}")
+        values = values.astype(out_type)
+        sign = 1 << (stored - 1)
+        return (values ^ sign) - sign if stored < word else values
+    return values.astype(arr.dtype, copy=False)
 
 
 def to_rgb8(frame: np.ndarray, bits_stored: int) -> np.ndarray:

@@ -17,7 +17,9 @@ the geometry and reads pixels. What the reader does with the things real DICOM f
   description, image count) and asks for ``--series UID``. Files with a blank SeriesInstanceUID
   form one series keyed ``""`` (accepted, with a note); blank SOPInstanceUID/SOPClassUID are
   borrowed from the file meta (MediaStorageSOP*UID).
-* the same SOP instance twice (a file copied twice) is read once, with a note.
+* the same SOP instance twice (a file copied twice, or the same image in another transfer
+  syntax) is read once, with a note; files that share a SOPInstanceUID but hold *different* images
+  (pixel values, pixel description or rescale differ) are refused, naming them.
 * **localizers** (ImageType LOCALIZER) next to other images of the series are left out, with a
   note; a series made only of a localizer is read as one slice.
 * **slice order**: along the slice normal (cross product of the ImageOrientationPatient row and
@@ -245,25 +247,13 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
 
 
 def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Path]) -> DicomSeries:
-    # the same instance twice (copies of one file)
-    seen: dict[str, _Header] = {}
-    unique: list[_Header] = []
-    for h in headers:
-        if h.sop_instance_uid and h.sop_instance_uid in seen:
-            continue
-        if h.sop_instance_uid:
-            seen[h.sop_instance_uid] = h
-        unique.append(h)
-    if len(unique) < len(headers):
-        notes.append(f"read {len(headers) - len(unique)} file(s) holding an already seen SOPInstanceUID "
-                     "(copies of one image) only once")
-    headers = unique
-
     # truncated files: found from the headers, before anything is decoded
     for h in headers:
         if h.pixel_problem:
             raise DicomInputError(f"{h.display} is truncated or incomplete: {h.pixel_problem}. Re-export or "
                                   "re-transfer the file (or remove it from the input)")
+
+    headers = _drop_copies(headers, notes)
 
     # blank UIDs
     if not uid:
@@ -331,6 +321,54 @@ def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Pa
         frame_of_reference_uid=next((s.header.for_uid for s in slices if s.header.for_uid), None),
         series_number=first.series_number, photometric=slices[0].header.photometric,
         slices=slices, tempdirs=tempdirs)
+
+
+def _drop_copies(headers: list[_Header], notes: list[str]) -> list[_Header]:
+    """Read files holding the same SOPInstanceUID once when they hold the same image; refuse when
+    one UID names different images (pixel data, pixel description or rescale differ)."""
+    by_uid: dict[str, list[_Header]] = {}
+    for h in headers:
+        if h.sop_instance_uid:
+            by_uid.setdefault(h.sop_instance_uid, []).append(h)
+    dropped: set[int] = set()
+    for uid, group in by_uid.items():
+        if len(group) < 2:
+            continue
+        first = group[0]
+        for other in group[1:]:
+            why = _image_difference(first, other)
+            if why:
+                raise DicomInputError(
+                    f"{len(group)} files share the SOPInstanceUID {uid} but hold different images ({first.display} "
+                    f"and {other.display}: {why}). One UID must name one image, so neither can be trusted to be "
+                    "the slice a segmentation refers to; keep the right file and remove the others from the "
+                    "input, or re-export the series (a UID re-used by an export or anonymisation tool)")
+            dropped.add(id(other))
+    if dropped:
+        notes.append(f"read {len(dropped)} file(s) holding an already seen SOPInstanceUID (copies of one image, same "
+                     "pixel data) only once")
+    return [h for h in headers if id(h) not in dropped]
+
+
+def _image_difference(a: _Header, b: _Header) -> str | None:
+    """Why two files under one SOPInstanceUID are not the same image, or None when they are."""
+    for name, va, vb in (("Rows×Columns", (a.rows, a.columns), (b.rows, b.columns)),
+                         ("SamplesPerPixel", a.samples, b.samples),
+                         ("PhotometricInterpretation", a.photometric, b.photometric),
+                         ("NumberOfFrames", a.num_frames, b.num_frames),
+                         ("RescaleSlope/RescaleIntercept", [(f.slope, f.intercept) for f in a.frames],
+                          [(f.slope, f.intercept) for f in b.frames])):
+        if va != vb:
+            return f"{name} {va} vs {vb}"
+    if a.path.stat().st_size == b.path.stat().st_size and a.path.read_bytes() == b.path.read_bytes():
+        return None
+    try:
+        pa, pb = decode_file(a.path, a.display), decode_file(b.path, b.display)
+    except DicomInputError as e:
+        return f"one of them cannot be decoded ({e})"
+    if pa.shape != pb.shape or not np.array_equal(pa, pb):
+        return "their decoded pixel values differ"
+    return None
 
 
 def _is_rgb(h: _Header) -> bool:
