@@ -15,12 +15,14 @@ import tempfile
 import warnings
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
 
+from .mosaic import CONVERT_ADVICE as MOSAIC_CONVERT_ADVICE
+from .mosaic import MosaicError, MosaicLayout, is_mosaic, mosaic_layout, tile_positions
 from .pixels import DEFLATED, UNCOMPRESSED, DicomInputError, expected_pixel_bytes, inspect_pixel_element, read_dataset
 
 
@@ -97,6 +99,7 @@ class _Header:
     imager_pixel_spacing: tuple[float, float] | None
     frames: list[_Frame] = field(default_factory=list)
     image_type: str = ""              # as stored, e.g. ORIGINAL\PRIMARY\LOCALIZER
+    mosaic: MosaicLayout | None = None  # a Siemens mosaic: its tiles are the frames (Rows/Columns of a tile)
 
 
 @dataclass
@@ -419,6 +422,18 @@ def _read_header_fields(path: Path, display: str, why: str) -> _Header | _Other 
             pixel_spacing=_numbers(_element(ds, "PixelSpacing", display), 2, "PixelSpacing", display),
             thickness=thick[0] if thick else None, slope=slope, intercept=intercept, window=top_window)
         out_frames = [frame] * frames if frames > 1 else [frame]
+    mosaic = None
+    if is_mosaic(image_type) and not enhanced and frames == 1:
+        try:
+            mosaic = mosaic_layout(ds, int(rows), int(columns), frame.ipp, frame.iop, frame.pixel_spacing,
+                                   frame.thickness)
+        except MosaicError as e:
+            raise DicomInputError(
+                f"{display} is a Siemens mosaic (ImageType MOSAIC: several slices tiled into one image) that cannot "
+                f"be unpacked into its slices: {e}. Segmenting the tiled picture as one slice would be meaningless; "
+                f"{MOSAIC_CONVERT_ADVICE}") from None
+        out_frames = [replace(frame, ipp=pos) for pos in tile_positions(mosaic)]
+        rows, columns, frames = mosaic.tile_rows, mosaic.tile_columns, mosaic.count
     imager = _numbers(_element(ds, "ImagerPixelSpacing", display), 2, "ImagerPixelSpacing", display)
     return _Header(
         path=path, display=display,
@@ -431,8 +446,10 @@ def _read_header_fields(path: Path, display: str, why: str) -> _Header | _Other 
         localizer=any(v in LOCALIZER_IMAGE_TYPES for v in image_type), transfer_syntax=ts,
         pixel_problem=problem, rows=int(rows), columns=int(columns), samples=samples, photometric=photometric,
         bits_stored=_int(ds, "BitsStored") or bits, num_frames=frames,
-        multiframe=enhanced or frames > 1, per_frame_positions=per_frame_positions,
-        imager_pixel_spacing=imager, frames=out_frames, image_type="\\".join(v for v in image_type if v))
+        multiframe=enhanced or frames > 1 or mosaic is not None,
+        per_frame_positions=per_frame_positions or mosaic is not None,
+        imager_pixel_spacing=imager, frames=out_frames, image_type="\\".join(v for v in image_type if v),
+        mosaic=mosaic)
 
 
 def _deflated_pixels(path: Path, expected: int | None) -> tuple[bool, str | None]:

@@ -67,6 +67,7 @@ from ..io import _atomic
 from ..volume.itk_io import LabelShapeError, label_color
 from .codes import SegmentConcept, concept_for_prompt
 from .legacy import LOSSY_KEYWORDS, apply_fixes, copied_attribute_types, legacy_fixes, slice_spacing
+from .mosaic import is_mosaic
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 MANUFACTURER = "medclipsam"
@@ -362,12 +363,29 @@ def check_seg_sources(source_images: Sequence[Dataset],
     (:mod:`medclipsam.dicom.legacy`) or UIDs it will fill in."""
     try:
         sources, notes = _prepare_sources(source_images)
-    except LabelShapeError:
+        _refuse_mosaics(sources)
+    except (LabelShapeError, SegNotWritableError):
         raise
     except InputError as e:
         raise SegNotWritableError(f"no DICOM SEG can be written: {e}; {_NII_ADVICE}") from None
     _check_writable(sources, _resolve_frames(sources, frames, None))
     return notes
+
+
+def _image_type(ds: Dataset) -> list[str]:
+    value = ds.get("ImageType", None)
+    if value is None:
+        return []
+    values = [value] if isinstance(value, (str, bytes)) else list(value)
+    return [str(v).strip().upper() for v in values]
+
+
+def _refuse_mosaics(sources: Sequence[Dataset]) -> None:
+    if any(is_mosaic(_image_type(ds)) for ds in sources):
+        raise SegNotWritableError(
+            "no DICOM SEG can be written from this series: its images are Siemens mosaics (several slices tiled "
+            "into one image), and a SEG can only reference whole images or frames, not the tiles the slices were "
+            f"unpacked from; {_NII_ADVICE}")
 
 
 def _check_writable(sources: Sequence[Dataset], resolved: Sequence[tuple[int, int | None]]) -> None:
@@ -543,6 +561,7 @@ def write_dicom_seg(path: str | Path, source_images: Sequence[Dataset], labels: 
         raise LabelShapeError(f"labels must be a 3D array (slices, rows, cols), got shape {data.shape}")
     originals = list(source_images)
     sources, source_notes = _prepare_sources(originals)
+    _refuse_mosaics(sources)
     resolved = _resolve_frames(sources, frames, data.shape[0])
     _check_writable(sources, resolved)
     if data.dtype == bool:

@@ -39,6 +39,9 @@ the geometry and reads pixels. What the reader does with the things real DICOM f
   **Multi-frame files without a position per frame** (cine ultrasound, whose frames are time
   points, or other classic multi-frame objects) are *refused*: reading time points as slices would
   give a volume with a meaningless geometry; the message asks for one frame exported on its own.
+* **Siemens mosaics** (ImageType MOSAIC: the slices of one acquisition tiled into one image) are
+  unpacked into their slices, placed by :mod:`.mosaic` (a note says how); a mosaic lacking what
+  that needs is refused with the advice to convert it with dcm2niix.
 * **compressed transfer syntaxes** are decoded by pydicom's handlers; before any slice is decoded,
   every transfer syntax of the series is checked to have an available decoder (else an error
   naming it and ``pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg``).
@@ -61,6 +64,7 @@ from typing import Sequence
 import numpy as np
 
 from ..volume.geometry import Geometry, geometry_from_positions
+from .mosaic import unpack_mosaic
 from .pixels import DicomInputError, check_decoders, decode_file, read_dataset, to_physical, to_rgb8
 from .scan import SeriesSummary, _cleanup, _collect, _Header, _listing, _scan, _series_label, _str
 
@@ -131,6 +135,7 @@ class DicomSeries:
                        for s in slices]
         self._display = [s.header.display for s in slices]
         self._pixel = [(s.info.slope, s.info.intercept, s.header.bits_stored) for s in slices]
+        self._mosaic = [s.header.mosaic for s in slices]
         self._cache: tuple[Path, np.ndarray] | None = None
         self._closed = False
         self._filled_note = False
@@ -157,6 +162,13 @@ class DicomSeries:
             frames = self._cache[1]
         else:
             frames = decode_file(ref.path, display)
+            mosaic = self._mosaic[k]
+            if mosaic is not None:
+                try:
+                    frames = unpack_mosaic(frames[0], mosaic)
+                except ValueError as e:
+                    raise DicomInputError(f"{display}: {e}; the file changed since the series was read — read it "
+                                          "again") from None
             self._cache = (ref.path, frames) if ref.frame is not None else None
         index = ref.frame or 0
         if index >= frames.shape[0]:
@@ -275,6 +287,16 @@ def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Pa
 
     slices = [_Slice(h, (f if h.multiframe else None), info)
               for h in headers for f, info in enumerate(h.frames)]
+    mosaics = [h.mosaic for h in headers if h.mosaic is not None]
+    if mosaics:
+        m = mosaics[0]
+        direction = ("the slice direction is the CSA header's SliceNormalVector" if all(x.normal_from_csa for x in mosaics)
+                     else "without a CSA header's SliceNormalVector the slices were taken to follow the cross product "
+                          "of the row and column directions (as nibabel and dcm2niix do): check head/foot order in "
+                          "the viewer")
+        notes.append(f"unpacked {len(mosaics)} Siemens mosaic image(s) (ImageType MOSAIC) into their slices: "
+                     f"{m.count} tiles of {m.tile_rows}×{m.tile_columns} on a {m.grid}×{m.grid} grid each; {direction}. "
+                     "DICOM SEG output cannot reference mosaic tiles: write NIfTI/NRRD")
 
     localizers = [s for s in slices if s.header.localizer]
     if localizers and len(localizers) < len(slices):
