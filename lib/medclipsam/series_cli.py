@@ -26,7 +26,11 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
                                                        "(label i = i-th prompt)")
     ser.add_argument("--out", help="output file: .nii.gz, .nii, .nrrd or .dcm (DICOM SEG)")
     ser.add_argument("--series", metavar="UID", help="SeriesInstanceUID to use when the input holds several series")
-    ser.add_argument("--list-series", action="store_true", help="list the series in the input and exit")
+    ser.add_argument("--stack", type=int, metavar="N",
+                     help="the stack to read (1-based, as --list-series numbers them) when an enhanced multi-frame "
+                          "file holds several at the same positions (diffusion directions, magnitude/phase, echoes)")
+    ser.add_argument("--list-series", action="store_true", help="list the series (and their stacks) in the input "
+                                                                "and exit")
     ser.add_argument("--window", default="auto",
                      help="rendering window: auto (from modality and prompt), ct-lung, ct-soft-tissue, ct-brain, "
                           "ct-bone, mr-percentile, dicom, as-stored")
@@ -86,7 +90,8 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         WINDOW_PRESETS.get(args.window)        # an unknown name fails now, listing the presets
     device = _device(args.device)
 
-    src = open_volume(args.input if len(args.input) > 1 else args.input[0], series_uid=args.series)
+    src = open_volume(args.input if len(args.input) > 1 else args.input[0], series_uid=args.series,
+                      stack=args.stack)
     try:
         kind = check_output(args.out, src, overwrite=args.overwrite)
         if kind == "dicom-seg":     # a SEG the headers cannot give is refused before any slice is processed
@@ -144,11 +149,15 @@ def list_series(inputs) -> int:
 
     Imports pydicom and numpy and nothing heavier (no torch, models, highdicom or SimpleITK): a
     50-file folder lists in well under a second (benchmarks/list_series_speed.py)."""
+    from .dicom.scan import stack_lines
     from .dicom.series import scan_series
 
     for s in scan_series(inputs):
         print(f"{s.series_uid or '(blank SeriesInstanceUID)'}  {s.modality}  {s.num_images} images  "
-              f"{s.description!r}" + ("  localizer (a scout / projection image, not slices)" if s.localizer else ""))
+              f"{s.description!r}" + ("  localizer (a scout / projection image, not slices)" if s.localizer else "")
+              + (f"  {len(s.stacks)} stacks (read one with --stack N):" if s.stacks else ""))
+        for line in stack_lines(s.stacks, "    "):
+            print(line)
     return 0
 
 

@@ -43,6 +43,9 @@ class SeriesSummary:
     ``num_images`` counts image frames (a single-frame file is 1, a multi-frame file its
     NumberOfFrames), localizers included. ``localizer``: every image of the series is a localizer
     (a scout / projection image, see :data:`LOCALIZER_IMAGE_TYPES`), not a slice of a volume.
+    ``stacks``: when enhanced multi-frame files hold several stacks (diffusion directions,
+    magnitude and phase, echoes, time points), what each stack is, numbered from 1 in this order
+    (``read_series(..., stack=N)`` reads one).
     """
 
     series_uid: str
@@ -52,6 +55,7 @@ class SeriesSummary:
     study_uid: str
     series_number: int | None
     localizer: bool = False
+    stacks: tuple[str, ...] = ()    # several stacks in enhanced multi-frame files: one description each
 
 
 # --------------------------------------------------------------------------------------------- headers
@@ -67,6 +71,7 @@ class _Frame:
     slope: float
     intercept: float
     window: tuple[float, float] | None
+    stack: tuple[tuple[str, str], ...] = ()   # what tells this frame's stack apart (enhanced files), see _stack_key
 
 
 @dataclass
@@ -297,6 +302,71 @@ def _group_value(item, shared, sequence: str, keyword: str) -> Any:
     return None
 
 
+def _nested(item, sequence: str, inner: str, keyword: str) -> Any:
+    try:
+        seq = item.get(sequence, None) if item is not None else None
+        inner_seq = seq[0].get(inner, None) if seq else None
+        return inner_seq[0].get(keyword, None) if inner_seq else None
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__"):
+        return "(" + ", ".join(f"{float(v):.4g}" for v in value) + ")"
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value).strip()
+
+
+def _stack_key(item, shared) -> tuple[tuple[str, str], ...]:
+    """What tells the stack of one enhanced frame apart from others in the same file: StackID,
+    temporal position, diffusion b-value and gradient direction, magnitude/phase, echo time. Empty
+    fields are left out; the in-stack position is not part of it (it tells slices apart)."""
+    def group(sequence: str, keyword: str) -> str:
+        return _text(_group_value(item, shared, sequence, keyword))
+
+    gradient = next((v for v in (_nested(src, "MRDiffusionSequence", "DiffusionGradientDirectionSequence",
+                                         "DiffusionGradientOrientation") for src in (item, shared))
+                     if v is not None), None)
+    fields = (("stack", group("FrameContentSequence", "StackID")),
+              ("time point", group("FrameContentSequence", "TemporalPositionIndex")),
+              ("b", group("MRDiffusionSequence", "DiffusionBValue")),
+              ("gradient", _text(gradient)),
+              ("component", group("MRImageFrameTypeSequence", "ComplexImageComponent")),
+              ("echo (ms)", group("MREchoSequence", "EffectiveEchoTime")))
+    return tuple((name, value) for name, value in fields if value)
+
+
+def stack_keys(headers: Sequence["_Header"]) -> list[tuple[tuple[str, str], ...]]:
+    """The distinct stack keys of the frames of ``headers``, in order of first appearance; ``[]``
+    unless every file is an enhanced multi-frame one (classic files next to an enhanced one are two
+    exports of an acquisition, not stacks)."""
+    if not headers or not all(h.multiframe and h.mosaic is None and h.per_frame_positions for h in headers):
+        return []
+    return list(dict.fromkeys(f.stack for h in headers for f in h.frames))
+
+
+def describe_stacks(headers: Sequence["_Header"]) -> tuple[str, ...]:
+    """One description per stack (numbered from 1 in :func:`stack_keys` order) when the frames form
+    several stacks, e.g. ``"b 1000, gradient (0, 0, 1): 20 frames"``; ``()`` for one stack."""
+    keys = stack_keys(headers)
+    if len(keys) < 2:
+        return ()
+    counts = Counter(f.stack for h in headers for f in h.frames)
+    names = [n for n in dict.fromkeys(name for key in keys for name, _ in key)
+             if len({dict(key).get(n, "") for key in keys}) > 1]
+    out = []
+    for key in keys:
+        values = dict(key)
+        what = ", ".join(f"{n} {values.get(n, '-')}" for n in names)
+        out.append(f"{what}: {counts[key]} frame{'s' if counts[key] != 1 else ''}")
+    return tuple(out)
+
+
 def _read_header(path: Path, display: str, why: str) -> _Header | _Other | str:
     """The header of one file; ``'DICOMDIR'`` for a media directory. Raises for damaged files."""
     with warnings.catch_warnings():   # pydicom warns about odd values while converting them lazily
@@ -412,7 +482,8 @@ def _read_header_fields(path: Path, display: str, why: str) -> _Header | _Other 
                              "ImageOrientationPatient", display),
                 pixel_spacing=_numbers(_group_value(item, shared, "PixelMeasuresSequence", "PixelSpacing"), 2,
                                        "PixelSpacing", display),
-                thickness=thick[0] if thick else None, slope=slope, intercept=intercept, window=win))
+                thickness=thick[0] if thick else None, slope=slope, intercept=intercept, window=win,
+                stack=_stack_key(item, shared)))
     else:
         slope, intercept = rescale(top_slope, top_intercept)
         thick = _numbers(_first(_element(ds, "SliceThickness", display)), 1, "SliceThickness", display)
@@ -506,7 +577,8 @@ class _Scan:
                 series_uid=uid, modality=first.modality,
                 description=next((h.series_description for h in hdrs if h.series_description), ""),
                 num_images=sum(h.num_frames for h in hdrs), study_uid=first.study_uid,
-                series_number=first.series_number, localizer=all(h.localizer for h in hdrs)))
+                series_number=first.series_number, localizer=all(h.localizer for h in hdrs),
+                stacks=describe_stacks(hdrs)))
         out.sort(key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else 1 << 40,
                                 s.series_uid))
         return out
@@ -562,6 +634,11 @@ def _series_label(uid: str) -> str:
     return uid if uid else '"" (blank SeriesInstanceUID)'
 
 
+def stack_lines(stacks: Sequence[str], indent: str) -> list[str]:
+    """``stack N: description`` lines for the stacks of one series (none for a single stack)."""
+    return [f"{indent}stack {i}: {d}" for i, d in enumerate(stacks, 1)]
+
+
 def _listing(summaries: list[SeriesSummary]) -> str:
     lines = []
     for s in summaries:
@@ -570,4 +647,5 @@ def _listing(summaries: list[SeriesSummary]) -> str:
         kind = " (localizer: a scout / projection image, not slices)" if s.localizer else ""
         lines.append(f"  {_series_label(s.series_uid)}  {number}{s.modality} {desc}, {s.num_images} image(s)"
                      + kind)
+        lines += stack_lines(s.stacks, "    ")
     return "\n".join(lines)

@@ -35,7 +35,11 @@ the geometry and reads pixels. What the reader does with the things real DICOM f
   (``geometry.has_patient_geometry`` False; pixel spacing from PixelSpacing, ImagerPixelSpacing
   or 1 mm); with them, the slice spacing is SliceThickness (or 1 mm).
 * **enhanced multi-frame** CT/MR: each frame is a slice; position, orientation, pixel spacing,
-  rescale and window come from the per-frame functional groups, else the shared ones.
+  rescale and window come from the per-frame functional groups, else the shared ones. A file
+  holding **several stacks at the same positions** (diffusion b-values / directions, magnitude and
+  phase, echoes, time points: told apart by StackID, TemporalPositionIndex, the MR diffusion,
+  frame-type and echo groups) is refused unless ``stack=N`` picks one; the error and
+  ``scan_series`` list the stacks.
   **Multi-frame files without a position per frame** (cine ultrasound, whose frames are time
   points, or other classic multi-frame objects) are *refused*: reading time points as slices would
   give a volume with a meaningless geometry; the message asks for one frame exported on its own.
@@ -66,7 +70,8 @@ import numpy as np
 from ..volume.geometry import Geometry, geometry_from_positions
 from .mosaic import unpack_mosaic
 from .pixels import DicomInputError, check_decoders, decode_file, read_dataset, to_physical, to_rgb8
-from .scan import SeriesSummary, _cleanup, _collect, _Header, _listing, _scan, _series_label, _str
+from .scan import (SeriesSummary, _cleanup, _collect, _Header, _listing, _scan, _series_label, _str, describe_stacks,
+                   stack_keys, stack_lines)
 
 __all__ = ["SliceRef", "SeriesSummary", "DicomSeries", "DicomInputError", "scan_series", "read_series"]
 
@@ -222,12 +227,19 @@ class DicomSeries:
         self.close()
 
 
-def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | None = None) -> DicomSeries:
+def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | None = None,
+                stack: int | None = None) -> DicomSeries:
     """Read one image series from a folder (recursive), a .zip or a list of files.
 
     ``series_uid`` picks a series when the input holds several (``""`` picks files with a blank
-    SeriesInstanceUID). See the module docstring for what is skipped, noted or refused.
+    SeriesInstanceUID). ``stack`` (1-based, as :func:`scan_series` lists them in
+    ``SeriesSummary.stacks``) picks one stack of enhanced multi-frame files that hold several at the
+    same positions (diffusion directions, magnitude and phase, echoes, time points). See the module
+    docstring for what is skipped, noted or refused.
     """
+    if stack is not None and (isinstance(stack, bool) or not isinstance(stack, int) or stack < 1):
+        raise DicomInputError(f"stack must be a stack number from 1 (as the series listing numbers them), got "
+                              f"{stack!r}")
     inp = _collect(inputs)
     try:
         scan = _scan(inp)
@@ -251,14 +263,15 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
             if len(scan.groups) > 1:
                 notes.append(f"read series {_series_label(uid)}; {len(scan.groups) - 1} other image series in "
                              f"{inp.label} ignored")
-        series = _build(uid, scan.groups[uid], notes, inp.tempdirs)
+        series = _build(uid, scan.groups[uid], notes, inp.tempdirs, stack)
     except BaseException:
         _cleanup(inp.tempdirs)
         raise
     return series
 
 
-def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Path]) -> DicomSeries:
+def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Path],
+           stack: int | None = None) -> DicomSeries:
     # truncated files: found from the headers, before anything is decoded
     for h in headers:
         if h.pixel_problem:
@@ -297,6 +310,8 @@ def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Pa
         notes.append(f"unpacked {len(mosaics)} Siemens mosaic image(s) (ImageType MOSAIC) into their slices: "
                      f"{m.count} tiles of {m.tile_rows}×{m.tile_columns} on a {m.grid}×{m.grid} grid each; {direction}. "
                      "DICOM SEG output cannot reference mosaic tiles: write NIfTI/NRRD")
+
+    slices = _pick_stack(uid, headers, slices, stack, notes)
 
     localizers = [s for s in slices if s.header.localizer]
     if localizers and len(localizers) < len(slices):
@@ -393,6 +408,53 @@ def _image_difference(a: _Header, b: _Header) -> str | None:
     return None
 
 
+def _pick_stack(uid: str, headers: list[_Header], slices: list[_Slice], stack: int | None,
+                notes: list[str]) -> list[_Slice]:
+    """The slices of stack ``stack`` (1-based) of enhanced files holding several; all slices when there
+    is one stack, or when stacks lie side by side (no two frames at one position). Overlapping stacks
+    without a choice are refused, listing them."""
+    keys = stack_keys(headers)
+    lines = "\n".join(stack_lines(describe_stacks(headers), "  "))
+    if stack is None:
+        if len(keys) > 1 and _overlapping(slices):
+            files = sorted({s.header.display for s in slices if s.header.multiframe})
+            where = files[0] if len(files) == 1 else f"the {len(files)} multi-frame files of series {_series_label(uid)}"
+            raise DicomInputError(
+                f"{where} holds {len(keys)} stacks of frames at the same positions (several diffusion directions, "
+                "magnitude and phase, echoes or time points), and one volume needs one stack. Choose one with "
+                f"--stack N (the stack setting):\n{lines}")
+        return slices
+    if len(keys) < 2:
+        if stack == 1:
+            return slices
+        raise DicomInputError(f"stack {stack} was asked for, but series {_series_label(uid)} holds a single stack of "
+                              "images; leave the stack setting out (or give 1)")
+    if stack > len(keys):
+        raise DicomInputError(f"stack {stack} was asked for, but series {_series_label(uid)} holds {len(keys)} "
+                              f"stacks:\n{lines}\nGive a stack number from 1 to {len(keys)}")
+    key = keys[stack - 1]
+    picked = [s for s in slices if s.info.stack == key]
+    what = ", ".join(f"{n} {v}" for n, v in key) or "frames without stack attributes"
+    notes.append(f"read stack {stack} of {len(keys)} ({what}: {len(picked)} frame(s)); the other stacks of the "
+                 "file were left out")
+    return picked
+
+
+def _overlapping(slices: list[_Slice]) -> bool:
+    """True when two slices share a position along the slice normal, or orientations differ, or a
+    position is missing (then the stacks cannot be told to lie side by side)."""
+    if any(s.info.ipp is None or s.info.iop is None for s in slices):
+        return True
+    iop0 = np.asarray(slices[0].info.iop, dtype=np.float64)
+    if any(float(np.abs(np.asarray(s.info.iop) - iop0).max()) > ORIENTATION_TOLERANCE for s in slices):
+        return True
+    normal = np.cross(iop0[:3], iop0[3:])
+    if np.linalg.norm(normal) < 0.5:
+        return True
+    keys = np.sort([float(np.dot(s.info.ipp, normal)) for s in slices])
+    return bool(np.any(np.diff(keys) < SAME_POSITION_MM))
+
+
 def _is_rgb(h: _Header) -> bool:
     return h.samples == 3 or h.photometric == "PALETTE COLOR"
 
@@ -459,7 +521,11 @@ def _geometry(uid: str, slices: list[_Slice], notes: list[str]) -> tuple[Geometr
             f"series {_series_label(uid)} has several images at one position: {involved} of {len(slices)} slices share "
             f"a position with another slice (e.g. {_where(a)} and {_where(b)} at {keys[same[0]]:.2f} mm along the "
             "slice normal). It holds more than one image per position (several echoes or time points, or the same "
-            "slices exported twice); pass the files of one echo / time point / export only")
+            "slices exported twice); pass the files of one echo / time point / export only"
+            + ("" if not (a.header is b.header and a.header.multiframe) else
+               f". Here both are frames of one multi-frame file whose headers do not tell its stacks apart: export "
+               "one stack from it, or convert it with dcm2niix, which writes one NIfTI file per stack, and segment "
+               "that"))
     try:
         g = geometry_from_positions(rows, cols, iop0[:3], iop0[3:], spacing, [s.info.ipp for s in ordered])
     except (ValueError, ZeroDivisionError, FloatingPointError) as e:

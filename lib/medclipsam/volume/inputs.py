@@ -25,11 +25,13 @@ def is_volume_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
-def open_volume(inputs: str | Path | Sequence[str | Path], series_uid: str | None = None) -> VolumeSource:
+def open_volume(inputs: str | Path | Sequence[str | Path], series_uid: str | None = None,
+                stack: int | None = None) -> VolumeSource:
     """A :class:`VolumeSource` for a DICOM folder/zip/file list, a NIfTI/NRRD file or a 2D image.
 
     DICOM series are read lazily (one slice at a time); call ``close()`` on the result when it
-    has one (zip input extracts to a temporary folder).
+    has one (zip input extracts to a temporary folder). ``series_uid`` and ``stack`` choose a
+    series and a stack of a DICOM input (:func:`medclipsam.dicom.read_series`).
     """
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     if not paths:
@@ -37,6 +39,10 @@ def open_volume(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise InputError(f"input not found: {', '.join(missing)}")
+    dicom_only = [name for name, v in (("series", series_uid), ("stack", stack)) if v is not None]
+    if dicom_only and any(is_volume_file(p) or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) for p in paths):
+        raise InputError(f"the {' and '.join(dicom_only)} setting applies to DICOM input only; leave it out for a "
+                         "NIfTI/NRRD volume or an image file")
     if len(paths) == 1 and is_volume_file(paths[0]):
         from .itk_io import read_volume
 
@@ -51,7 +57,7 @@ def open_volume(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
         raise InputError("give one NIfTI/NRRD volume at a time (several files are read as one DICOM series)")
     from ..dicom import read_series
 
-    return read_series(paths if len(paths) > 1 else paths[0], series_uid=series_uid)
+    return read_series(paths if len(paths) > 1 else paths[0], series_uid=series_uid, stack=stack)
 
 
 def close_volume(src: VolumeSource) -> None:
