@@ -193,3 +193,20 @@ def test_no_gate_empty_seg_message(small_series, tmp_path, capsys):
     assert "nothing was segmented (0 of 3 slices judged target-absent" in err and "no SEG written" in err
     assert "gate was off (--no-gate)" in err and "presence-threshold" not in err.split("nothing was segmented")[1]
     assert stdout.strip().splitlines()[-1].startswith("slices=3 processed=3 gated=0 ")
+
+
+def test_nothing_segmented_advice_names_request_options_on_the_server():
+    """The server's message names the request options, never a command-line flag."""
+    from medclipsam.volume.messages import REQUEST_NAMES, nothing_segmented_message
+
+    off = nothing_segmented_message(fake_result("disabled", [(True, True)] * 4, processed=4), REQUEST_NAMES)
+    assert "gate was off (the option gate=false)" in off and "presence_threshold" not in off
+    assert "--" not in off and "NIfTI/NRRD" in off
+    user = nothing_segmented_message(fake_result("user", [(False, False)] * 4, threshold=0.9), REQUEST_NAMES)
+    assert "below the presence_threshold option 0.9" in user and "lower the presence_threshold option" in user
+    assert "--" not in user
+    weak = nothing_segmented_message(fake_result("series-relative split", [(True, False), (True, True)],
+                                                 threshold=0.25, processed=1, roi=(0, 0, 4, 4), total=5),
+                                     REQUEST_NAMES)
+    assert "set=presence.saliency_ratio=0" in weak and "--" not in weak and "roi" not in weak
+    assert "widen the slices option" in weak

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .volume.messages import nothing_segmented_message
 
 
 def add_parser(sub, defaults: dict[str, str]) -> None:
@@ -159,48 +160,6 @@ def list_series(inputs) -> int:
         for line in stack_lines(s.stacks, "    "):
             print(line)
     return 0
-
-
-def nothing_segmented_message(result) -> str:
-    """The error for a run that segmented nothing (a SEG cannot be empty), with advice that fits the
-    presence settings it ran with: lowering ``--presence-threshold`` is only offered when a
-    threshold judged slices absent, not with the gate off (``--no-gate``) or when every slice was
-    processed anyway."""
-    head = (f"nothing was segmented ({result.gated} of {result.slices} slices judged target-absent, no mask on "
-            "the others), and a DICOM SEG cannot be empty: no SEG written")
-    several = len(result.prompts) > 1
-    why, advice = [], []
-    if all(p.gate.mode == "disabled" for p in result.prompts):
-        why.append(f"the presence gate was off (--no-gate): all {result.processed} slices were processed and no "
-                   "mask was found on any")
-    else:
-        below = []     # the similarity thresholds that judged slices absent
-        for p in result.prompts:
-            n = sum(not r.passed_similarity for r in p.records)
-            if n and p.gate.threshold is not None:
-                what = {"user": "--presence-threshold", "model calibration": "the model's calibrated threshold",
-                        "series-relative split": "the series-relative split"}.get(p.gate.mode, p.gate.mode)
-                below.append(f"{n} slice(s) had a similarity below {what} {p.gate.threshold:.4g}"
-                             + (f" for label {p.label} {p.name!r}" if several else ""))
-        if below:
-            why.append("; ".join(below))
-            advice.append("pass a lower --presence-threshold, or --no-gate to process every slice")
-        weak = sum(r.passed_similarity and not r.present for p in result.prompts for r in p.records)
-        if weak:
-            why.append(f"{weak} slice(s) passed the similarity gate but their saliency peak was weak (below "
-                       "presence.saliency_ratio × the series' highest)")
-            advice.append("--set presence.saliency_ratio=0 to keep them (or --no-gate)")
-        if result.processed:
-            why.append(f"saliency → SAM found no mask on the {result.processed} processed slice(s)")
-    if result.processed or not advice:
-        advice.append("word the prompt as the target's anatomical name, or try another --window")
-    if result.roi is not None:
-        advice.append("check that --roi covers the target")
-    if result.slices and result.slice_range and result.slices < result.geometry.shape[0]:
-        advice.append("widen --slices")
-    reasons = "; ".join(why)
-    reasons = f"{reasons[:1].upper()}{reasons[1:]}. " if reasons else ""
-    return f"{head}. {reasons}Write --out NAME.nii.gz for an empty label volume, or {'; '.join(advice)}"
 
 
 def _stats_line(result, t0: float) -> str:

@@ -206,9 +206,9 @@ class ZeroShotSegmenter:
                                        series_description=pipeline.series_description()[:64],
                                        algorithm_version=__version__)
             except EmptySegmentationError:
-                raise InputError(f"nothing was segmented ({result.gated} of {result.slices} slices judged "
-                                 "target-absent), and a DICOM SEG cannot be empty; ask for a NIfTI/NRRD "
-                                 "result or lower presence_threshold") from None
+                from ..volume.messages import REQUEST_NAMES, nothing_segmented_message
+
+                raise InputError(nothing_segmented_message(result, REQUEST_NAMES)) from None
         from ..volume.itk_io import write_label
 
         return write_label(path, labels, result.geometry, label_names={t.value: t.name for t in targets})
