@@ -177,6 +177,16 @@ def test_rtimage_with_image_plane_pixel_spacing_only(tmp_path):
     assert any("no ImagePositionPatient/ImageOrientationPatient" in n for n in notes)
 
 
+def test_rtimage_reads_with_its_image_plane_pixel_spacing(tmp_path):
+    """The series reader (hence NIfTI output) takes ImagePlanePixelSpacing, not 1 mm pixels."""
+    from medclipsam.dicom import read_series
+
+    make_series(tmp_path / "src", _rtimage, slices=1)
+    with read_series(tmp_path / "src") as s:
+        assert s.geometry.spacing[:2] == pytest.approx((0.4, 0.4))
+        assert not any("1 mm pixels assumed" in n for n in s.notes)
+
+
 def test_colon_time_is_repaired(tmp_path):
     seg, notes = write(tmp_path, make_series(tmp_path / "src", _colon_time))
     assert seg.StudyTime == "114221"

@@ -101,7 +101,7 @@ class _Header:
     num_frames: int
     multiframe: bool                  # frames are addressed by index (enhanced or NumberOfFrames > 1)
     per_frame_positions: bool         # every frame has its own PlanePositionSequence
-    imager_pixel_spacing: tuple[float, float] | None
+    imager_pixel_spacing: tuple[float, float] | None   # ImagePlanePixelSpacing (RT), else ImagerPixelSpacing
     frames: list[_Frame] = field(default_factory=list)
     image_type: str = ""              # as stored, e.g. ORIGINAL\PRIMARY\LOCALIZER
     mosaic: MosaicLayout | None = None  # a Siemens mosaic: its tiles are the frames (Rows/Columns of a tile)
@@ -505,7 +505,10 @@ def _read_header_fields(path: Path, display: str, why: str) -> _Header | _Other 
                 f"{MOSAIC_CONVERT_ADVICE}") from None
         out_frames = [replace(frame, ipp=pos) for pos in tile_positions(mosaic)]
         rows, columns, frames = mosaic.tile_rows, mosaic.tile_columns, mosaic.count
-    imager = _numbers(_element(ds, "ImagerPixelSpacing", display), 2, "ImagerPixelSpacing", display)
+    # without PixelSpacing: an RT image's spacing in its image plane (at the machine's isocentre), else the
+    # spacing at a projection detector
+    imager = (_numbers(_element(ds, "ImagePlanePixelSpacing", display), 2, "ImagePlanePixelSpacing", display)
+              or _numbers(_element(ds, "ImagerPixelSpacing", display), 2, "ImagerPixelSpacing", display))
     return _Header(
         path=path, display=display,
         sop_instance_uid=_str(ds, "SOPInstanceUID") or meta_instance,

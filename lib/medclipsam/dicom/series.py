@@ -32,8 +32,8 @@ the geometry and reads pixels. What the reader does with the things real DICOM f
   slice-by-slice processing and DICOM SEG output work, NIfTI/NRRD output refuses.
 * **single 2D images** (DX, ultrasound, a lone localizer): a one-slice volume. Without
   ImagePositionPatient/ImageOrientationPatient it has no patient geometry
-  (``geometry.has_patient_geometry`` False; pixel spacing from PixelSpacing, ImagerPixelSpacing
-  or 1 mm); with them, the slice spacing is SliceThickness (or 1 mm).
+  (``geometry.has_patient_geometry`` False; pixel spacing from PixelSpacing, ImagePlanePixelSpacing
+  (RT images), ImagerPixelSpacing or 1 mm); with them, the slice spacing is SliceThickness (or 1 mm).
 * **enhanced multi-frame** CT/MR: each frame is a slice; position, orientation, pixel spacing,
   rescale and window come from the per-frame functional groups, else the shared ones. A file
   holding **several stacks at the same positions** (diffusion b-values / directions, magnitude and
@@ -462,7 +462,8 @@ def _is_rgb(h: _Header) -> bool:
 def _pixel_spacing(s: _Slice, notes: list[str]) -> tuple[float, float]:
     ps = s.info.pixel_spacing or s.header.imager_pixel_spacing
     if ps is None or min(ps) <= 0:
-        notes.append("no PixelSpacing (or ImagerPixelSpacing) in the header: 1 mm pixels assumed")
+        notes.append("no PixelSpacing (nor ImagePlanePixelSpacing or ImagerPixelSpacing) in the header: 1 mm pixels "
+                     "assumed")
         return (1.0, 1.0)
     return (float(ps[0]), float(ps[1]))
 
