@@ -125,3 +125,24 @@ def test_a_task_process_dies_with_a_killed_server():
     r = subprocess.run([sys.executable, "-c", CHILD], env={**os.environ, "SERVER": "1"}, capture_output=True,
                        timeout=60)
     assert r.returncode == -signal.SIGTERM and b"tied" not in r.stdout
+
+
+def test_a_task_not_yet_remembered_by_monailabel_is_still_ended():
+    """A task process MONAI Label started but has not put in ``background_processes`` yet (a stop
+    right after a request) is found as a child running the task module, and ended."""
+    import subprocess
+    import sys
+
+    from medclipsam.serving.background import TASK_MODULE, end_task_processes, running_task_processes
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    task = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", TASK_MODULE])
+    try:
+        found = [p.pid for p in running_task_processes()]
+        assert task.pid in found and other.pid not in found
+        assert task.pid in end_task_processes(grace_s=5)
+        assert task.wait(timeout=10) is not None and other.poll() is None
+    finally:
+        for p in (task, other):
+            p.kill()
+            p.wait()

@@ -58,24 +58,41 @@ class Tied:
 
 
 def running_task_processes() -> list[Any]:
-    """MONAI Label's running background task processes (``psutil.Process``), descendants included."""
+    """MONAI Label's running background task processes (``psutil.Process``), descendants included:
+    those MONAI Label remembers, and any child process of this one running :data:`TASK_MODULE` (a task
+    started a moment ago may not be remembered yet when a stop comes)."""
     import psutil
+
+    found: dict[int, Any] = {}
+
+    def add(proc: Any) -> None:
+        try:
+            for p in [proc, *proc.children(recursive=True)]:
+                found[p.pid] = p
+        except psutil.Error:
+            pass
 
     try:
         from monailabel.utils.async_tasks.utils import background_processes
     except ImportError:
-        return []
-    found: dict[int, Any] = {}
+        background_processes = {}
     for by_id in list(background_processes.values()):
         for popen in list(by_id.values()):
-            if popen.poll() is not None:
-                continue
-            try:
-                proc = psutil.Process(popen.pid)
-                for p in [proc, *proc.children(recursive=True)]:
-                    found[p.pid] = p
-            except psutil.NoSuchProcess:
-                continue
+            if popen.poll() is None:
+                try:
+                    add(psutil.Process(popen.pid))
+                except psutil.NoSuchProcess:
+                    continue
+    try:
+        children = psutil.Process().children(recursive=False)
+    except psutil.Error:
+        children = []
+    for child in children:
+        try:
+            if child.pid not in found and TASK_MODULE in " ".join(child.cmdline()):
+                add(child)
+        except psutil.Error:
+            continue
     return list(found.values())
 
 
