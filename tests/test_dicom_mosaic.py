@@ -172,3 +172,27 @@ def test_seg_of_a_mosaic_is_refused_up_front(tmp_path):
         with pytest.raises(SegNotWritableError) as err:
             check_seg_sources(datasets, frames)
     assert "mosaic" in str(err.value) and ".nii.gz" in str(err.value)
+
+
+def test_segment_series_on_a_mosaic(tmp_path, capsys):
+    """End to end: NIfTI of the unpacked slices, in their geometry; a SEG refused before any model loads."""
+    nib = pytest.importorskip("nibabel", reason="nibabel (a test dependency) is not installed")
+    from medclipsam.cli import main
+
+    tiny = ["--clip", "random:tiny", "--sam", "tiny:random", "--set", "m2ib.layer=2", "--set", "m2ib.steps=3",
+            "--set", "m2ib.samples=2", "--no-gate", "--quiet"]
+    write_mosaic(tmp_path / "m" / "mosaic.dcm")
+    out = tmp_path / "label.nii.gz"
+    assert main(["segment-series", str(tmp_path / "m"), "--prompt", "brain", "--out", str(out), *tiny]) == 0
+    captured = capsys.readouterr()
+    assert "unpacked 1 Siemens mosaic image(s)" in captured.out + captured.err
+    img = nib.load(str(out))
+    assert img.shape == (TILE, TILE, COUNT)
+    # the NIfTI voxel (0, 0, k) is tile k's first pixel: LPS corner + k gaps along the normal, in RAS
+    corner = img.affine @ np.array([0, 0, COUNT - 1, 1.0])
+    assert np.allclose(corner[:3] * [-1, -1, 1], CORNER0 + (COUNT - 1) * GAP * normal(), atol=1e-3)
+
+    seg = tmp_path / "label.dcm"
+    assert main(["segment-series", str(tmp_path / "m"), "--prompt", "brain", "--out", str(seg), *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "Siemens mosaics" in err and ".nii.gz" in err and not seg.exists()
