@@ -1,5 +1,5 @@
 """Fast in-process checks of the app with FastAPI's TestClient (issue 5): MONAI Label's own app
-object and settings, as its endpoint tests build them (``../shared/docs/monailabel.md`` §5.4)."""
+object and settings, as its endpoint tests build them (``docs/monailabel.md`` §In-process)."""
 
 from __future__ import annotations
 

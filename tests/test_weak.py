@@ -19,7 +19,7 @@ def test_cycles_restart_and_really_decay():
         assert s.lr(start) == pytest.approx(1e-2)                   # restarts
         assert s.lr(start + 199, 1.0) == pytest.approx(1e-4)        # decays to the minimum in its own cycle
         assert s.lr(start + 100) == pytest.approx(0.5 * (1e-2 + 1e-4))
-    # the reference code's rate stays above 0.0076 for E=600, C=3 (algorithms.md §8.3); ours spans 100x
+    # the reference code's rate stays above 0.0076 for E=600, C=3 (docs/algorithms.md §Weak-schedule); ours spans 100x
     kept = [e for e in range(600) if s.keeps(e)]
     assert kept == list(range(190, 200)) + list(range(390, 400)) + list(range(590, 600))
 

@@ -7,7 +7,7 @@
 * :func:`clip_input` pads the rendering to a square (centred, black) before resizing it to the CLIP
   input size, and :class:`SquarePad` maps a saliency map back onto the original pixels. The
   reference centre-crops and then stretches the map over the full image (misaligned on
-  non-square images, algorithms.md P6); padding and un-padding keeps every pixel aligned.
+  non-square images, docs/algorithms.md §Pad-to-square); padding and un-padding keeps every pixel aligned.
 """
 
 from __future__ import annotations

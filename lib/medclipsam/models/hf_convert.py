@@ -2,7 +2,7 @@
 
 MedCLIP-SAMv2 distributes its DHN-NCE fine-tuned BiomedCLIP as ``pytorch_model.bin`` in the
 layout of ``chuhac/BiomedCLIP-vit-bert-hf`` (CLIP-style HF modules). Our engine runs open_clip
-models, so the keys are mapped back (algorithms.md §7.3):
+models, so the keys are mapped back (docs/algorithms.md §HF-weights):
 
 * vision attention: HF ``q_proj`` / ``k_proj`` / ``v_proj`` ↔ open_clip (timm) fused ``qkv``;
 * ``class_embedding`` (D) ↔ ``cls_token`` (1×1×D); ``position_embedding.weight`` (N×D) ↔ ``pos_embed`` (1×N×D);

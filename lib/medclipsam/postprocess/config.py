@@ -19,7 +19,7 @@ from ..checks import integer_at_least
 CONNECTIVITIES = (4, 8)
 
 # Prompts naming a paired structure as a whole. MedCLIP-SAMv2 keeps K = 1 component, 2 for lungs
-# (algorithms.md §5); ``PostprocessConfig.num_components_paired`` gives such prompts their own K.
+# (docs/algorithms.md §Post-processing); ``PostprocessConfig.num_components_paired`` gives such prompts their own K.
 PAIRED_STRUCTURES = re.compile(
     r"\b(lungs|kidneys|adrenals|adrenal glands|breasts|ovaries|testes|eyes|orbits|hips|parotids|parotid glands)\b",
     re.IGNORECASE)

@@ -2,7 +2,7 @@
 
 Both read the activations A (tokens × channels) at the LayerNorm before the MLP of an image block
 (BiomedCLIP: ``visual.trunk.blocks[11].norm2``) and the gradient of the image–text logit with
-respect to them (algorithms.md §4):
+respect to them (docs/algorithms.md §gScoreCAM):
 
 * GradCAM: channel weights = spatial mean of the gradient; CAM = ReLU(Σ_k w_k A_k).
 * gScoreCAM: rank channels by the spatial mean of the gradient (signed), keep the top k (300);
@@ -11,7 +11,7 @@ respect to them (algorithms.md §4):
   non-kept channels score 0; weights = softmax over all channel scores; CAM = ReLU(Σ_k w_k A_k).
 
 The raw CAM (before min-max) is returned; the v1 reference saved a JET-colour overlay instead of
-the CAM and read it back as gray (P12) — we never do.
+the CAM and read it back as gray (docs/algorithms.md §gScoreCAM) — we never do.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """M2IB: multi-modal information bottleneck saliency on the CLIP image tower (MedCLIP-SAMv2).
 
-Algorithm (algorithms.md §3.2): a bottleneck after image block L masks the block's output tokens
+Algorithm (docs/algorithms.md §M2IB): a bottleneck after image block L masks the block's output tokens
 X with λ = σ(α) (α ∈ R^{tokens×channels}, initialised to 5): Z = λX + (1−λ)ε, ε ~ N(0, 1) drawn
 afresh for each of 10 noise samples and each step. The per-element capacity
 KL(N(λX, (1−λ)²) ‖ N(0, 1)) = ½[(λX)² + (1−λ)² − 1 − log (1−λ)²] is traded against the cosine

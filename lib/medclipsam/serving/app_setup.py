@@ -1,5 +1,5 @@
 """What the MONAI Label app (``apps/medclipsam/main.py``) is made of, from its ``--conf`` pairs, and
-the known traps of MONAI Label 0.8.5 handled once here (``../shared/docs/monailabel.md`` §8):
+the known traps of MONAI Label 0.8.5 handled once here (``docs/monailabel.md`` §Traps):
 
 * **dcmqi download** — the DICOMweb datastore downloads dcmqi from GitHub at start-up unless
   ``itkimage2segimage`` is on ``PATH``; the ``dcmqi`` wheel installs it beside the Python that runs

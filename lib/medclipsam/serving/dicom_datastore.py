@@ -1,5 +1,5 @@
 """A MONAI Label datastore over a local folder of DICOM series (MONAI Label's local datastore takes
-only flat NIfTI/NRRD files, ``../shared/docs/monailabel.md`` §4.1).
+only flat NIfTI/NRRD files, ``docs/monailabel.md`` §Datastores).
 
 ``--studies /path/to/dicom`` (any nesting, any file names): every image series found (SR, SEG,
 RTSTRUCT, presentation states and series made only of localizers are skipped) is one image whose id

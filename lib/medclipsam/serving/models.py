@@ -1,7 +1,7 @@
 """CLIP and SAM for a server: loaded on first use, once per device, thread-safe.
 
 MONAI Label rebuilds the whole app in every training, scoring and batch-infer subprocess
-(``../shared/docs/monailabel.md`` §1.1), so nothing is loaded when the app is built: the first
+(``docs/monailabel.md`` §Subprocesses), so nothing is loaded when the app is built: the first
 inference on a device loads both models under a lock; a second request waiting on the lock finds
 them loaded.
 """

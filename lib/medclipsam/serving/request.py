@@ -1,6 +1,6 @@
 """A MONAI Label infer request → the targets to segment and the engine's settings.
 
-Clients send options differently (``../shared/docs/monailabel.md`` §2.3, §8.7): 3D Slicer sends
+Clients send options differently (``docs/monailabel.md`` §Options): 3D Slicer sends
 every option on every call with lists reduced to the chosen item and values cast by the
 default's type; OHIF sends only the options the user edited, lists whole, and its Class Prompts
 tab sends ``label_prompt`` (indices into the static labels). So every option here is read with a

@@ -15,7 +15,7 @@ place), routes with the same paths, methods and roles that
   multipart answer) or to the guarded datastore (:mod:`.store_guard`), which checks again;
 * run inference in a worker thread: MONAI Label declares ``POST /infer/{model}`` ``async def`` and
   runs the whole inference on the event loop, so ``/info/`` and every other request would wait
-  (``../shared/docs/monailabel.md`` §5.3; measured there: ``/info/`` 7.6 s during a 6 s
+  (``docs/monailabel.md`` §Blocking; measured there: ``/info/`` 7.6 s during a 6 s
   inference). Our infer task serialises inferences itself, so concurrent requests queue;
 * answer ``?output=dicom_seg`` for our tasks with our highdicom writer (DICOM-folder and DICOMweb
   stores alike);

@@ -1,7 +1,7 @@
 """The label vocabulary a served app declares: fixed names with fixed label values, plus a generic
 ``prompted`` label for free text.
 
-MONAI Label clients map voxel values to names differently (``../shared/docs/monailabel.md`` §7):
+MONAI Label clients map voxel values to names differently (``docs/monailabel.md`` §Clients):
 OHIF pastes the returned voxels into segments named by the *static* ``labels`` of ``/info/``, and
 its Class Prompts tab sends ``label_prompt`` as indices into them; 3D Slicer names segments from
 the response's ``label_names``. So the vocabulary fixes a value per known target (its position + 1)

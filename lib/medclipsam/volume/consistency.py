@@ -1,4 +1,4 @@
-"""3D consistency of a slice-by-slice segmentation (algorithms.md §12.3–12.4).
+"""3D consistency of a slice-by-slice segmentation (docs/algorithms.md §Consistency).
 
 Slices are segmented independently; afterwards, per prompt:
 

@@ -1,4 +1,4 @@
-"""The slice-level presence gate: is the target on this slice at all? (algorithms.md §12.3)
+"""The slice-level presence gate: is the target on this slice at all? (docs/algorithms.md §Presence)
 
 The zero-shot pipeline has no "absent" outcome — a min-max normalised saliency map always has a
 foreground, so run on every slice it draws a box on every slice. The slice engine therefore asks
@@ -16,9 +16,9 @@ first, for every slice, whether the target is there, from two signals the engine
    otherwise every slice passes. The relative split cannot say that a target is absent from the
    whole series; only an absolute threshold can.
 2. **Raw saliency** (after saliency, before SAM): the peak of the un-normalised saliency (M2IB: the
-   channel-summed KL capacity, comparable between slices, §12.6). A slice whose peak is below
-   ``saliency_ratio`` × the highest peak among the series' candidate slices is dropped
-   (0 disables this second gate).
+   channel-summed KL capacity, comparable between slices, docs/algorithms.md §Raw-saliency). A
+   slice whose peak is below ``saliency_ratio`` × the highest peak among the series' candidate
+   slices is dropped (0 disables this second gate).
 
 A slice is *confident* when it passed both gates with a similarity at or above the median of the
 passing slices; 3D consistency keeps only components that reach a confident slice.

@@ -1,4 +1,4 @@
-"""Rendering a series as the 8-bit RGB slices the models take (algorithms.md §12.1).
+"""Rendering a series as the 8-bit RGB slices the models take (docs/algorithms.md §Rendering).
 
 The pipeline was built for 8-bit figures, so a CT/MR series has to be windowed first. The window is
 chosen **once per series** — never per slice, which would change contrast from slice to slice — from

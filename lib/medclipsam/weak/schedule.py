@@ -1,8 +1,8 @@
 """The cyclic learning rate of MedCLIP-SAMv2's weakly supervised stage, done as the paper says.
 
-The paper (``../shared/docs/algorithms.md`` §8.2) splits E epochs into D cycles whose learning rate
+The paper (``docs/algorithms.md`` §Weak-paper) splits E epochs into D cycles whose learning rate
 oscillates between a maximum and a minimum, and ensembles the last checkpoints of every cycle. Its
-code (§8.3) divides each cycle's decay by the *total* epoch count, so the rate only falls from 0.01
+code (§Weak-schedule) divides each cycle's decay by the *total* epoch count, so the rate only falls from 0.01
 to ≈0.0085 — almost constant, and the checkpoints of a cycle barely differ. Here every cycle
 restarts at ``lr_max`` and decays to ``lr_min`` over *its own* length (cosine annealing with warm
 restarts, stepped per iteration), so the end of each cycle is a converged, distinct model.

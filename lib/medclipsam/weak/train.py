@@ -1,5 +1,5 @@
 """Training the weakly supervised network on accepted labels, with cyclic learning rates and a
-checkpoint ensemble (MedCLIP-SAMv2's weakly supervised stage, ``../shared/docs/algorithms.md`` §8).
+checkpoint ensemble (MedCLIP-SAMv2's weakly supervised stage, ``docs/algorithms.md`` §Weak).
 
 Network (:func:`build_network`): MONAI's 2D ``BasicUNet`` over slices (one input channel, one output
 per vocabulary class). 2D because the zero-shot labels are made slice by slice, the series in a

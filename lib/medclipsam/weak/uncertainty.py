@@ -3,7 +3,7 @@
 Per voxel, two maps from the members' class probabilities p_m (C classes, M members):
 
 * **entropy** of the ensemble mean, H(p̄) = −Σ_c p̄_c log p̄_c / log C — the paper's ``class_entropy``
-  (``../shared/docs/algorithms.md`` §8.2–8.3) normalised to [0, 1]; high along every boundary (where
+  (``docs/algorithms.md`` §Weak-uncertainty) normalised to [0, 1]; high along every boundary (where
   any model is unsure) and where the members disagree. Shown to the user (``return=entropy``).
 * **mutual information** (the members' disagreement, the epistemic part):
   MI = H(p̄) − mean_m H(p_m) ≥ 0. A boundary all members blur alike adds entropy but no MI.
@@ -15,7 +15,7 @@ among six candidates (Spearman with 1 − Dice: this 0.73; the mean entropy or m
 labelled region grown by 2 px, −0.77 / −0.82 — they fall as the region grows with the members'
 disagreement; entropy per boundary voxel as the reference code intends, 0.25) and checked on seed 1
 (``benchmarks/RESULTS.md``). (The reference divides the entropy sum by 255 × the boundary size, an
-unsigned-integer wrap-around, §8.3.)
+unsigned-integer wrap-around, same section.)
 """
 
 from __future__ import annotations
