@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
-from medclipsam.evaluation import roc_auc  # noqa: E402
+from medclipsam.evaluation import false_positive_slices, present_slice_dice, roc_auc  # noqa: E402
 
 HELD_OUT_SEED_BASE = 10_000
 TARGETS = {"tumor": ("tumor",), "lungs": ("left lung", "right lung"), "left lung": ("left lung",),
@@ -35,15 +35,6 @@ TARGETS = {"tumor": ("tumor",), "lungs": ("left lung", "right lung"), "left lung
 # at 128 px): the partial-volume slivers at its poles (a few pixels) are neither present nor absent
 # (the demo CLIP's calibration uses the same rule). They still count for the Dice.
 SLIVER_PX = 32
-
-
-def dice_on_present_slices(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice over the slices where the target is present (slices without it do not count here;
-    the gate's AUC measures those)."""
-    present = truth.reshape(truth.shape[0], -1).any(axis=1)
-    p, t = pred[present].astype(bool), truth[present].astype(bool)
-    denom = int(p.sum()) + int(t.sum())
-    return 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
 
 
 def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32, size: int = 128,
@@ -71,11 +62,10 @@ def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32,
             truth = np.zeros(series.values.shape, bool)
             for part in parts:
                 truth |= series.labels[part]
-            dices[target].append(dice_on_present_slices(results[target].labels == 1, truth))
+            dices[target].append(present_slice_dice(results[target].labels == 1, truth))
         area = series.labels["tumor"].reshape(len(src), -1).sum(axis=1)
         tumour = area > 0
-        labelled = (results["tumor"].labels == 1).reshape(len(src), -1).any(axis=1)
-        false_slices.append(int((labelled & ~tumour).sum()))
+        false_slices.append(false_positive_slices(results["tumor"].labels == 1, series.labels["tumor"]))
         decided = (area == 0) | (area >= SLIVER_PX * (size / 128) ** 2)      # slivers: neither present nor absent
         sims.extend(r.similarity for r, d in zip(results["tumor"].prompts[0].records, decided) if d)
         present.extend(tumour[decided].tolist())

@@ -344,3 +344,44 @@ def test_roc_auc_counts_ties_half_and_refuses_mismatched_labels():
     assert math.isnan(roc_auc([0.2, 0.3], [True, True]))
     with pytest.raises(InputError, match="one label per score"):
         roc_auc([0.1, 0.2, 0.3], [True, False])
+
+
+# ---------------------------------------------------------------------------------------
+# 3D: per-slice metrics of (slices, H, W) volumes (benchmarks/phantom_eval.py reports them)
+# ---------------------------------------------------------------------------------------
+
+
+def test_present_slice_dice_ignores_slices_without_the_target():
+    from medclipsam.evaluation import present_slice_dice
+
+    truth = np.zeros((4, 6, 6), bool)
+    truth[1, :2, :2] = True  # 4 voxels on slice 1
+    truth[2, :2, :2] = True  # 4 voxels on slice 2
+    pred = np.zeros_like(truth)
+    pred[1, :2, :2] = True  # matches slice 1
+    pred[2, :1, :2] = True  # half of slice 2
+    pred[0] = True  # a label on a target-free slice: not in this Dice
+    assert present_slice_dice(pred, truth) == pytest.approx(2 * 6 / (6 + 8))
+    assert present_slice_dice(pred.astype(np.uint8), truth.astype(np.uint8)) == pytest.approx(2 * 6 / 14)
+    assert present_slice_dice(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+    assert present_slice_dice(np.ones_like(truth), np.zeros_like(truth)) == 1.0
+
+
+def test_false_positive_slices_counts_target_free_slices_given_a_label():
+    from medclipsam.evaluation import false_positive_slices
+
+    truth = np.zeros((5, 4, 4), bool)
+    truth[2, 1, 1] = True
+    pred = np.zeros_like(truth)
+    pred[0, 0, 0] = pred[2, 3, 3] = pred[4, 2, 2] = True
+    assert false_positive_slices(pred, truth) == 2
+    assert false_positive_slices(truth, truth) == 0
+
+
+def test_3d_metrics_refuse_2d_or_mismatched_volumes():
+    from medclipsam.evaluation import false_positive_slices, present_slice_dice
+
+    with pytest.raises(InputError, match="slices, H, W"):
+        present_slice_dice(np.ones((4, 4), bool), np.ones((4, 4), bool))
+    with pytest.raises(InputError, match="one shape"):
+        false_positive_slices(np.ones((2, 4, 4), bool), np.ones((3, 4, 4), bool))
