@@ -12,6 +12,7 @@ published ensemble makes old scores stale.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +30,12 @@ from .schedule import CyclicSchedule
 from .train import MANIFEST, OPTIMIZERS, NetworkConfig, TrainConfig, publish, train_ensemble, volumes_to_pairs
 
 SCORE_KEY = "medclipsam_uncertainty"
+
+logger = logging.getLogger(__name__)
+
+# What a datastore that keeps no label info raises when asked for it: MONAI Label's XNAT store raises
+# NotImplementedError from get_label_by_image_id (and, like the DSA store, returns {} from get_label_info).
+NO_LABEL_INFO = (NotImplementedError,)
 
 
 def train_defaults() -> dict[str, Any]:
@@ -248,18 +255,34 @@ def _gib(n: float) -> str:
     return f"{n / 2 ** 30:.2f} GiB" if n < 2 ** 40 else f"{n / 2 ** 40:.2f} TiB"
 
 
+def final_label_info(datastore: Any, image_id: str) -> dict[str, Any]:
+    """The info stored with ``image_id``'s final label; ``{}`` from a datastore that keeps none
+    (:data:`NO_LABEL_INFO`). Any other failure propagates: the caller decides what it means."""
+    try:
+        label_id = datastore.get_label_by_image_id(image_id, "final")
+        info = datastore.get_label_info(label_id, "final") if label_id else {}
+    except NO_LABEL_INFO:
+        logger.debug("medclipsam_weak: the datastore keeps no label info (study %s)", image_id)
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def training_items(datastore: Any, max_studies: int = 0) -> list[dict[str, Any]]:
-    """``{"image", "label", "label_info"}`` for every study with a final label."""
+    """``{"image", "label", "label_info"}`` for every study with a final label.
+
+    A datastore that keeps no label info gives ``label_info`` None (values are taken as vocabulary
+    values). A study whose label info cannot be read is left out with a warning naming it and the
+    error: without its segment names its values could be trained as the wrong classes."""
     items = []
     for d in datastore.datalist():
         image_id = image_id_of(d["image"])
-        info = {}
         try:
-            label_id = datastore.get_label_by_image_id(image_id, "final")
-            info = datastore.get_label_info(label_id, "final") or {}
-        except Exception:                                       # a datastore without label info (DICOMweb)
-            info = {}
-        label_info = info.get("label_info") if isinstance(info, dict) else None
+            info = final_label_info(datastore, image_id)
+        except Exception as e:
+            logger.warning("medclipsam_weak: study %s left out of training: its final label's info (segment "
+                           "names) cannot be read: %s: %s", image_id, type(e).__name__, e)
+            continue
+        label_info = info.get("label_info")
         items.append({"image": d["image"], "label": d["label"], "label_info": label_info, "id": image_id})
     items.sort(key=lambda it: it["id"])
     return items[:max_studies] if max_studies > 0 else items
@@ -430,15 +453,18 @@ def labels_since_training(datastore: Any, predictor: EnsemblePredictor) -> int:
     """Images whose final label was saved after the published ensemble was trained (all of them before
     the first training). Each image counts once, however often its label was resubmitted; the
     datastore's ``get_labeled_images()`` must list a label saved a moment ago (MONAI Label's DICOMweb
-    store caches that list for two hours and lists an image once per SEG; ours does neither)."""
+    store caches that list for two hours and lists an image once per SEG; ours does neither).
+    A label whose info cannot be read is not counted, with a warning naming the study and the error;
+    a datastore that keeps no label info has no save times, so nothing counts as new there."""
     stamp = model_stamp(predictor) / 1e9
     count = 0
     for image_id in sorted(set(datastore.get_labeled_images())):
         try:
-            label_id = datastore.get_label_by_image_id(image_id, "final")
-            ts = float((datastore.get_label_info(label_id, "final") or {}).get("ts", 0))
-        except Exception:
-            ts = time.time()
+            ts = float(final_label_info(datastore, image_id).get("ts", 0))
+        except Exception as e:                  # not counted: an unreadable label must not start training
+            logger.warning("medclipsam_weak: final label of study %s not counted as new (its save time cannot "
+                           "be read): %s: %s", image_id, type(e).__name__, e)
+            continue
         count += ts > stamp
     return count
 
