@@ -70,8 +70,8 @@ import numpy as np
 from ..volume.geometry import Geometry, geometry_from_positions
 from .mosaic import unpack_mosaic
 from .pixels import DicomInputError, check_decoders, decode_file, read_dataset, to_physical, to_rgb8
-from .scan import (SeriesSummary, _cleanup, _collect, _Header, _listing, _scan, _series_label, _str, describe_stacks,
-                   stack_keys, stack_lines)
+from .scan import (SeriesSummary, _cleanup, _collect, _Frame, _Header, _listing, _scan, _series_label, _str,
+                   describe_stacks, stack_keys, stack_lines)
 
 __all__ = ["SliceRef", "SeriesSummary", "DicomSeries", "DicomInputError", "scan_series", "read_series"]
 
@@ -524,7 +524,7 @@ def _geometry(uid: str, slices: list[_Slice], notes: list[str]) -> tuple[Geometr
             "slice normal). It holds more than one image per position (several echoes or time points, or the same "
             "slices exported twice); pass the files of one echo / time point / export only"
             + ("" if not (a.header is b.header and a.header.multiframe) else
-               f". Here both are frames of one multi-frame file whose headers do not tell its stacks apart: export "
+               ". Here both are frames of one multi-frame file whose headers do not tell its stacks apart: export "
                "one stack from it, or convert it with dcm2niix, which writes one NIfTI file per stack, and segment "
                "that"))
     try:
