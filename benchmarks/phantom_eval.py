@@ -39,18 +39,19 @@ SLIVER_PX = 32
 
 def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32, size: int = 128,
              device: str = "cpu", verbose: bool = True, overrides: dict[str, str] | None = None) -> dict[str, float]:
-    from medclipsam.config import PipelineConfig, apply_overrides
-    from medclipsam.demo import demo_pipeline_config
     from medclipsam.models import load_clip, load_sam
     from medclipsam.phantoms import ct_chest_series
     from medclipsam.pipeline import Pipeline
+    from medclipsam.settings import resolve_settings
     from medclipsam.volume import ArrayVolume
-    from medclipsam.volume.engine import VolumeConfig, VolumePipeline, split_volume_overrides
+    from medclipsam.volume.engine import VolumePipeline
 
     clip, sam = load_clip(clip_spec, device=device), load_sam(sam_spec, device=device)
-    pipeline_overrides, volume_overrides = split_volume_overrides(dict(overrides or {}))
-    config: PipelineConfig = demo_pipeline_config(clip, sam, overrides=pipeline_overrides)
-    engine = VolumePipeline(Pipeline(clip, sam, config), apply_overrides(VolumeConfig(), volume_overrides))
+    settings, notes = resolve_settings("v2", (clip, sam), overrides)
+    if verbose:
+        for note in notes:
+            print(f"note: {note}")
+    engine = VolumePipeline(Pipeline(clip, sam, settings.pipeline), settings.volume)
     dices: dict[str, list[float]] = {t: [] for t in TARGETS}
     false_slices: list[int] = []
     sims, present = [], []

@@ -41,26 +41,28 @@ def child(folder: str, out: str, opts: dict) -> None:
     """Run in a fresh process: segment the series, print one JSON line."""
     import torch
 
-    from medclipsam.config import PipelineConfig
     from medclipsam.models import load_clip, load_sam
     from medclipsam.pipeline import Pipeline
-    from medclipsam.volume.engine import VolumeConfig, VolumePipeline
+    from medclipsam.settings import resolve_settings
+    from medclipsam.volume.config import VolumeConfig
+    from medclipsam.volume.engine import VolumePipeline
     from medclipsam.volume.inputs import open_volume
     from medclipsam.volume.outputs import write_result
     from medclipsam.volume.presence import PresenceConfig
 
     t0 = time.perf_counter()
     device = opts["device"]
-    pipeline = Pipeline(load_clip(opts["clip"], device=device), load_sam(opts["sam"], device=device),
-                        PipelineConfig.from_preset("v2", opts["overrides"]))
+    clip, sam = load_clip(opts["clip"], device=device), load_sam(opts["sam"], device=device)
+    settings, _ = resolve_settings("v2", (clip, sam), opts["overrides"],
+                                   VolumeConfig(presence=PresenceConfig(enabled=opts.get("gate", False))))
+    pipeline = Pipeline(clip, sam, settings.pipeline)
     src = open_volume(folder)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t1 = time.perf_counter()
-    result = VolumePipeline(pipeline, VolumeConfig(presence=PresenceConfig(enabled=opts.get("gate", False)))).run(
-        src, ["lesion"])
+    result = VolumePipeline(pipeline, settings.volume).run(src, ["lesion"])
     write_result(out, result, src, series_description="random weights", algorithm_version="bench")
     if cuda:
         torch.cuda.synchronize()

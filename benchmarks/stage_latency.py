@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RssSampler, ct_like_slice, machine, rss_mb  # noqa: E402
 
-from medclipsam.config import PipelineConfig, parse_overrides  # noqa: E402
+from medclipsam.config import parse_overrides  # noqa: E402
+from medclipsam.settings import resolve_settings  # noqa: E402
 from medclipsam.models import load_clip, load_sam  # noqa: E402
 from medclipsam.pipeline import Pipeline  # noqa: E402
 from medclipsam.timing import StageClock  # noqa: E402
@@ -75,7 +76,7 @@ def main() -> None:
     clip = load_clip(args.clip, device=args.device)
     print(f"CLIP {clip.spec} loaded in {time.perf_counter() - t:.1f} s; RSS {base:.0f} MB before, {rss_mb():.0f} MB "
           f"after{' (RANDOM WEIGHTS: cost only)' if clip.random_weights else ''}")
-    config = PipelineConfig.from_preset("v2", parse_overrides(args.set))
+    config = resolve_settings("v2", (clip,), parse_overrides(args.set))[0].pipeline
     rgb = ct_like_slice(args.size)
     cuda = args.device.startswith("cuda")
     prompt = "A medical CT scan showing a round tumor in the lung."

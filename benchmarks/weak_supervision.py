@@ -83,10 +83,11 @@ def zero_shot(engine, series, target: str) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from medclipsam.demo import DEMO_CLIP, DEMO_SAM, demo_pipeline_config
+    from medclipsam.demo import DEMO_CLIP, DEMO_SAM
     from medclipsam.models import load_clip, load_sam
     from medclipsam.phantoms import ct_chest_series
     from medclipsam.pipeline import Pipeline
+    from medclipsam.settings import resolve_settings
     from medclipsam.serving.vocabulary import load_vocabulary
     from medclipsam.volume.engine import VolumePipeline
     from medclipsam.weak.data import normalise_volume, slice_set
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.keep} checkpoints kept per cycle")
     t0 = time.perf_counter()
     clip, sam = load_clip(DEMO_CLIP, device=args.device), load_sam(DEMO_SAM, device=args.device)
-    engine = VolumePipeline(Pipeline(clip, sam, demo_pipeline_config(clip, sam)))
+    settings, _ = resolve_settings("v2", (clip, sam), {})
+    engine = VolumePipeline(Pipeline(clip, sam, settings.pipeline), settings.volume)
     rng = np.random.default_rng(args.seed)
 
     def truth_of(series) -> np.ndarray:

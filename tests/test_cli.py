@@ -604,7 +604,8 @@ def test_model_card_recommended_settings_apply_unless_the_user_sets_them(tmp_pat
     assert "layer" in capsys.readouterr().err
     (folder / MODEL_CARD).write_text(json.dumps({"name": "t", "pipeline_overrides": {"m2ib.layer": 2}}))
     assert main(args + ["--out", str(tmp_path / "b")]) == 0
-    assert "recommended by the model card: m2ib.layer=2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "recommended by the model card of local-dir:" in err and ": m2ib.layer=2" in err
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["config"]["m2ib"]["layer"] == 2
     assert main(args + ["--out", str(tmp_path / "c"), "--set", "m2ib.layer=1"]) == 0

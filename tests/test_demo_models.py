@@ -173,7 +173,8 @@ def test_demo_command_writes_seg_nifti_montage_and_report(tmp_path, capsys):
     seg = pydicom.dcmread(out / "seg.dcm")
     assert seg.Modality == "SEG" and seg.SeriesDescription == DEMO_NOTICE
     assert seg.SegmentSequence[0].SegmentLabel == "tumor"
-    assert "settings recommended by the model cards: m2ib.layer=3" in printed.err
+    assert "settings recommended by the model card of local-dir:" in printed.err and "m2ib.layer=3" in printed.err
+    assert "propagation.enabled=true" in printed.err
     label = read_volume(out / "labels.nii.gz").array
     truth = read_volume(ROOT / "sample-data" / "phantoms" / "ct_chest_labels.nii.gz").array == 1
     assert label.shape == truth.shape and (label > 0).sum() > 0

@@ -140,10 +140,11 @@ def test_engine_shows_the_models_the_display_and_writes_labels_on_the_stored_gri
 
 def test_series_cli_passes_reorient_to_the_volume_engine():
     from medclipsam.config import apply_overrides
-    from medclipsam.volume.engine import VolumeConfig, split_volume_overrides
+    from medclipsam.settings import split_settings
+    from medclipsam.volume.config import VolumeConfig
 
-    pipeline, volume = split_volume_overrides({"reorient": "false", "m2ib.beta": "2", "presence.enabled": "false",
-                                               "propagation.max_slices": "1"})
+    pipeline, volume = split_settings({"reorient": "false", "m2ib.beta": "2", "presence.enabled": "false",
+                                       "propagation.max_slices": "1"})
     assert pipeline == {"m2ib.beta": "2"}
     assert volume == {"reorient": "false", "presence.enabled": "false", "propagation.max_slices": "1"}
     assert VolumeConfig().reorient is True

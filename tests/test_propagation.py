@@ -87,7 +87,7 @@ def _with_and_without(pipeline, seed: int):
     series = ct_chest_series(seed)
     src = ArrayVolume(series.values, series.geometry, modality=series.modality, description=f"phantom {seed}")
     off = VolumePipeline(pipeline, VolumeConfig(propagation=PropagationConfig(enabled=False))).run(src, ["tumor"])
-    on = VolumePipeline(pipeline).run(src, ["tumor"])
+    on = VolumePipeline(pipeline, VolumeConfig(propagation=PropagationConfig(enabled=True))).run(src, ["tumor"])
     return off, on, series.labels["tumor"]
 
 

@@ -69,7 +69,7 @@ def test_label_volume_in_the_source_geometry(series, tmp_path, capsys, suffix):
     assert np.allclose(img.GetDirection(), np.eye(3).ravel())
     assert arr.any() and set(np.unique(arr)) <= {0, 1}
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["volume_config"]["propagation"]["enabled"] is True        # the settings the run used
+    assert report["volume_config"]["propagation"]["enabled"] is False       # the settings the run used (off: no card)
     assert "propagation" in report["prompts"][0]
 
 

@@ -34,23 +34,26 @@ def _warn(msg: str) -> None:
     print(f"WARNING: {msg}", file=sys.stderr)
 
 
-def with_model_recommendations(config, preset: str, user_overrides: dict[str, str], *models):
-    """The configuration with the settings the models' cards recommend (e.g. a small demo model's
-    M2IB layer), the user's ``--set`` values still winning; announced when it changes anything."""
-    from .demo import recommended_overrides
+def resolve_pipeline_settings(preset: str, models, overrides: dict[str, str], announce: bool = False):
+    """The 2D pipeline's settings for ``segment`` (one image at a time: a volume setting has nothing to
+    act on and is refused); the model cards' notes printed when ``announce``."""
+    from .settings import resolve_settings, split_settings
 
-    recommended = {k: v for k, v in recommended_overrides(*models).items() if k not in user_overrides}
-    if not recommended:
-        return config
-    print("note: settings recommended by the model card: " + ", ".join(f"{k}={v}" for k, v in recommended.items()),
-          file=sys.stderr)
-    return type(config).from_preset(preset, {**recommended, **user_overrides})
+    volume_keys = list(split_settings(overrides)[1])
+    if volume_keys:
+        raise InputError(f"{', '.join(volume_keys)}: volume engine settings act on a series (segment-series), "
+                         "not on single images; leave them out here")
+    settings, notes = resolve_settings(preset, models, overrides)
+    if announce:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    return settings.pipeline
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .config import PipelineConfig, parse_overrides
+    from .config import parse_overrides
     from .image import read_image
     from .io import (check_outputs_do_not_overwrite_inputs, ensure_writable_dir, list_inputs, remove_if_empty,
                      write_json, write_mask_png, write_png)
@@ -74,7 +77,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.seed is not None:
         overrides.update({"m2ib.seed": str(args.seed), "prompts.seed": str(args.seed)})
-    config = PipelineConfig.from_preset(args.preset, overrides)
+    resolve_pipeline_settings(args.preset, (), overrides)    # a bad setting fails before any model loads
     inputs = list_inputs(args.input)
     check_outputs_do_not_overwrite_inputs(inputs, Path(args.out))
     device = _device(args.device)
@@ -84,7 +87,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         clip = load_clip(args.clip, device=device)
         sam = load_sam(args.sam, device=device)
-        config = with_model_recommendations(config, args.preset, overrides, clip, sam)
+        config = resolve_pipeline_settings(args.preset, (clip, sam), overrides, announce=True)
         pipeline = Pipeline(clip, sam, config)
         load_seconds = time.perf_counter() - t_load
     except BaseException:

@@ -11,8 +11,10 @@ the package so that the whole product runs end to end on a fresh CPU machine wit
 
 Both carry a model card (``intended_use: demo``), so every output made with them says
 "demo model, synthetic training data, not for clinical use". A model card may also recommend
-pipeline settings for its model (``"pipeline_overrides": {"m2ib.layer": "3"}``): a small model's
-bottleneck layer is not BiomedCLIP's block 9.
+settings for its model (``"pipeline_overrides": {"m2ib.layer": "3", "propagation.enabled": "true"}``,
+applied by :func:`medclipsam.settings.resolve_settings`): a small model's bottleneck layer is not
+BiomedCLIP's block 9, and rules read off the phantoms the demo models were trained for (propagation)
+belong to their cards, not to the engine's defaults.
 """
 
 from __future__ import annotations
@@ -39,19 +41,9 @@ def check_demo_models() -> None:
         raise CheckpointError(f"the demo models are missing ({', '.join(missing)}); {TRAIN_HINT}")
 
 
-def recommended_overrides(*models: Any) -> dict[str, str]:
-    """Pipeline settings the models' cards recommend (later models win on the same key)."""
-    out: dict[str, str] = {}
-    for m in models:
-        card = getattr(m, "card", None) or {}
-        overrides = card.get("pipeline_overrides") or {}
-        if not isinstance(overrides, Mapping):
-            raise CheckpointError(f"the model card of {getattr(m, 'spec', m)} has 'pipeline_overrides' that is not "
-                                  "an object of KEY: VALUE settings; fix the card")
-        out.update({str(k): str(v) for k, v in overrides.items()})
-    return out
-
-
 def demo_pipeline_config(*models: Any, preset: str = "v2", overrides: Mapping[str, str] | None = None) -> PipelineConfig:
-    """The preset with the models' recommended settings, then the user's ``overrides`` on top."""
-    return PipelineConfig.from_preset(preset, {**recommended_overrides(*models), **dict(overrides or {})})
+    """The 2D pipeline's section of :func:`medclipsam.settings.resolve_settings` for these models
+    (preset, the cards' recommendations, then ``overrides``), for callers that run single images."""
+    from .settings import resolve_settings
+
+    return resolve_settings(preset, models, overrides)[0].pipeline

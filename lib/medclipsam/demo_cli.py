@@ -8,6 +8,7 @@ a DICOM SEG, a NIfTI label volume, a PNG montage of every stage on a few slices,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -48,11 +49,13 @@ def _input_series(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .cli import _device, _warn
-    from .demo import DEMO_CLIP, DEMO_SAM, check_demo_models, demo_pipeline_config, recommended_overrides
+    from .demo import DEMO_CLIP, DEMO_SAM, check_demo_models
     from .io import ensure_writable_dir, write_json, write_png
     from .models import load_clip, load_sam
     from .pipeline import Pipeline
-    from .volume.engine import VolumeConfig, VolumePipeline
+    from .settings import resolve_settings
+    from .volume.config import VolumeConfig
+    from .volume.engine import VolumePipeline
     from .volume.inputs import close_volume, open_volume
     from .volume.montage import render_montage
     from .volume.outputs import write_result
@@ -70,17 +73,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     series_path, origin = _input_series(args, out)
     clip = load_clip(args.clip or DEMO_CLIP, device=device)
     sam = load_sam(args.sam or DEMO_SAM, device=device)
-    pipeline = Pipeline(clip, sam, demo_pipeline_config(clip, sam))
+    settings, setting_notes = resolve_settings("v2", (clip, sam), {},
+                                               VolumeConfig(inspect=max(0, args.slices_to_show)))
+    for note in setting_notes:
+        print(f"note: {note}", file=sys.stderr)
+    pipeline = Pipeline(clip, sam, settings.pipeline)
     for w in pipeline.warnings():
         _warn(w)
-    recommended = recommended_overrides(clip, sam)
-    if recommended:
-        print("settings recommended by the model cards: " + " ".join(f"{k}={v}" for k, v in recommended.items()),
-              file=sys.stderr)
     src = open_volume(series_path)
     try:
         print(f"input: {src.description} ({origin}); {src.geometry.describe()}", file=sys.stderr)
-        engine = VolumePipeline(pipeline, VolumeConfig(inspect=max(0, args.slices_to_show)))
+        engine = VolumePipeline(pipeline, settings.volume)
         result = engine.run(src, prompts, progress=not args.quiet)
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -101,7 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                                        render_montage(result, banner=pipeline.warnings()))))
         report = {"tool": "medclipsam", "version": __version__, "command": "demo", "input": str(series_path),
                   "source": src.description, "models": pipeline.identity(), "warnings": pipeline.warnings(),
-                  "config": pipeline.config.to_dict(), **result.summary()}
+                  "config": pipeline.config.to_dict(), "volume_config": dataclasses.asdict(settings.volume),
+                  "setting_notes": setting_notes, **result.summary()}
         written.append(("report (JSON)", write_json(out / "report.json", report)))
     finally:
         close_volume(src)

@@ -62,11 +62,13 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         return list_series(args.input if len(args.input) > 1 else args.input[0])
     # imported here, not at module level: the CLI parser imports this module, and --list-series
     # must not pay for torch, the models, highdicom or SimpleITK
-    from .cli import _device, _warn, with_model_recommendations
-    from .config import PipelineConfig, apply_overrides, parse_overrides
+    from .cli import _device, _warn
+    from .config import parse_overrides
     from .dicom.seg import EmptySegmentationError
     from .io import write_json
-    from .volume.engine import VolumeConfig, VolumePipeline, parse_roi, parse_slice_range, split_volume_overrides
+    from .settings import resolve_settings
+    from .volume.config import VolumeConfig, parse_roi, parse_slice_range
+    from .volume.engine import VolumePipeline
     from .volume.inputs import close_volume, open_volume
     from .volume.outputs import check_output, write_result
 
@@ -77,14 +79,14 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         raise InputError("a text prompt is empty; give the target in words, e.g. --prompt \"left lung\"")
     if not args.out:
         raise InputError("no output given; pass --out FILE.nii.gz | FILE.nrrd | FILE.dcm")
-    pipeline_overrides, volume_overrides = split_volume_overrides(parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
     if args.presence_threshold is not None:
-        volume_overrides["presence.threshold"] = repr(args.presence_threshold)
+        overrides["presence.threshold"] = repr(args.presence_threshold)
     if args.no_gate:
-        volume_overrides["presence.enabled"] = "false"
-    config = PipelineConfig.from_preset(args.preset, pipeline_overrides)
-    vcfg = apply_overrides(VolumeConfig(slice_range=parse_slice_range(args.slices), roi=parse_roi(args.roi),
-                                        batch_size=args.batch_size), volume_overrides)
+        overrides["presence.enabled"] = "false"
+    base_volume = VolumeConfig(slice_range=parse_slice_range(args.slices), roi=parse_roi(args.roi),
+                               batch_size=args.batch_size)
+    resolve_settings(args.preset, (), overrides, base_volume)     # a bad setting fails before any file is read
     if args.window != "auto":
         from .volume.render import WINDOW_PRESETS
 
@@ -108,11 +110,13 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
 
         clip = load_clip(args.clip, device=device)
         sam = load_sam(args.sam, device=device)
-        config = with_model_recommendations(config, args.preset, pipeline_overrides, clip, sam)
-        pipeline = Pipeline(clip, sam, config)
+        settings, setting_notes = resolve_settings(args.preset, (clip, sam), overrides, base_volume)
+        for note in setting_notes:
+            print(f"note: {note}", file=sys.stderr)
+        pipeline = Pipeline(clip, sam, settings.pipeline)
         for w in pipeline.warnings():
             _warn(w)
-        engine = VolumePipeline(pipeline, vcfg)
+        engine = VolumePipeline(pipeline, settings.volume)
         result = engine.run(src, prompts, window=args.window, progress=not args.quiet)
         for w in dict.fromkeys(p.window for p in result.prompts):
             users = [f"{p.label}" for p in result.prompts if p.window == w]
@@ -137,7 +141,8 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
             report = {"tool": "medclipsam", "version": __version__, "command": "segment-series",
                       "input": [str(i) for i in args.input], "source": src.description, "output": str(out),
                       "models": pipeline.identity(), "warnings": pipeline.warnings(), "device": str(device),
-                      "config": config.to_dict(), "volume_config": dataclasses.asdict(vcfg), **result.summary()}
+                      "config": settings.pipeline.to_dict(), "volume_config": dataclasses.asdict(settings.volume),
+                      "setting_notes": setting_notes, **result.summary()}
             print(f"report: {write_json(Path(args.report), report)}")
     finally:
         close_volume(src)

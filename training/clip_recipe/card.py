@@ -22,9 +22,12 @@ NOTICE = "demo model, synthetic training data, not for clinical use"
 # weight 30 (the papers 5) with ``--seed 100`` and ``--seed 101`` (eighth round): it holds the coarse
 # mask to the tumour's edges where the blurred map spills over into the lung (tumour 0.822 / 0.856 →
 # 0.853 / 0.844, lungs 0.926 / 0.927 → 0.938 / 0.935).
+# propagation.enabled: propagation's rules were read off this model's phantom results, so its card,
+# not the engine's defaults, turns it on (medclipsam.settings)
 RECOMMENDED_SETTINGS: dict[str, str] = {"postprocess.method": "crf", "postprocess.crf.iterations": "10",
                                         "postprocess.crf.bilateral_compat": "30",
-                                        "postprocess.num_components": "1", "postprocess.num_components_paired": "2"}
+                                        "postprocess.num_components": "1", "postprocess.num_components_paired": "2",
+                                        "propagation.enabled": "true"}
 
 
 def pipeline_recommendations(layer: int, beta: float | None = None) -> dict[str, str]:

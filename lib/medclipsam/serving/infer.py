@@ -158,22 +158,22 @@ class ZeroShotSegmenter:
 
     def _run(self, inp: ResolvedInput, targets: list[Target], options, device, ext: str,
              waited: float) -> tuple[str, dict[str, Any]]:
-        from ..config import apply_overrides
-        from ..demo import demo_pipeline_config
         from ..pipeline import Pipeline
-        from ..volume.engine import VolumeConfig, VolumePipeline, parse_slice_range, split_volume_overrides
+        from ..settings import resolve_settings
+        from ..volume.config import VolumeConfig, parse_slice_range
+        from ..volume.engine import VolumePipeline
         from ..volume.inputs import close_volume, open_volume
 
         t0 = time.perf_counter()
         loaded = self.models.get(device)
         t_models = time.perf_counter() - t0
-        pipeline_overrides, volume_overrides = split_volume_overrides(options.engine_overrides())
-        config = demo_pipeline_config(loaded.clip, loaded.sam, preset=options.preset, overrides=pipeline_overrides)
-        vcfg = apply_overrides(VolumeConfig(slice_range=parse_slice_range(options.slices or None)), volume_overrides)
-        pipeline = Pipeline(loaded.clip, loaded.sam, config)
+        settings, setting_notes = resolve_settings(
+            options.preset, (loaded.clip, loaded.sam), options.engine_overrides(),
+            VolumeConfig(slice_range=parse_slice_range(options.slices or None)))
+        pipeline = Pipeline(loaded.clip, loaded.sam, settings.pipeline)
         src = open_volume(inp.volume_path)
         try:
-            result = VolumePipeline(pipeline, vcfg).run(src, [t.prompt for t in targets],
+            result = VolumePipeline(pipeline, settings.volume).run(src, [t.prompt for t in targets],
                                                         window=[t.window for t in targets])
             lut = np.zeros(256, dtype=np.uint8)
             for i, t in enumerate(targets):
@@ -189,7 +189,7 @@ class ZeroShotSegmenter:
                 raise
         finally:
             close_volume(src)
-        return str(path), self._json(inp, targets, result, pipeline, device, t_models, waited, options)
+        return str(path), self._json(inp, targets, result, pipeline, device, t_models, waited, options, setting_notes)
 
     def _write(self, path: Path, labels: np.ndarray, result, src, targets: list[Target], pipeline) -> Path:
         present = {t.value: t for t in targets}
@@ -214,7 +214,7 @@ class ZeroShotSegmenter:
         return write_label(path, labels, result.geometry, label_names={t.value: t.name for t in targets})
 
     def _json(self, inp: ResolvedInput, targets: list[Target], result, pipeline, device, t_models: float,
-              waited: float, options) -> dict[str, Any]:
+              waited: float, options, setting_notes: list[str]) -> dict[str, Any]:
         per_target = []
         for t, p in zip(targets, result.prompts):
             per_target.append({
@@ -236,7 +236,8 @@ class ZeroShotSegmenter:
             "notes": ([inp.note] if inp.note else []) + list(result.notes),
             "overlaps": result.overlap_report([t.value for t in targets], [t.name for t in targets]),
             "warnings": pipeline.warnings(), "models": pipeline.identity(), "device": str(device),
-            "preset": options.preset, "config": pipeline.config.to_dict(), "seconds": seconds,
+            "preset": options.preset, "config": pipeline.config.to_dict(), "setting_notes": setting_notes,
+            "seconds": seconds,
         }
 
 
