@@ -192,26 +192,20 @@ class ZeroShotSegmenter:
         return str(path), self._json(inp, targets, result, pipeline, device, t_models, waited, options, setting_notes)
 
     def _write(self, path: Path, labels: np.ndarray, result, src, targets: list[Target], pipeline) -> Path:
+        from ..dicom.seg import EmptySegmentationError, SegmentSpec
+        from ..volume.outputs import write_labels
+
         present = {t.value: t for t in targets}
-        if path.name.endswith(".dcm"):
-            from ..dicom.seg import EmptySegmentationError, SegmentSpec, write_dicom_seg
-            from ..volume.outputs import slice_frames
+        segments = [SegmentSpec(label=t.value, name=t.name, description=_prompt_text(t.prompt),
+                                color=t.entry.color if t.entry else None,
+                                concept=segment_concept(t.entry, t.name)) for t in present.values()]
+        try:
+            return write_labels(path, labels, src, segments, series_description=pipeline.series_description(),
+                                algorithm_version=__version__)
+        except EmptySegmentationError:
+            from ..volume.messages import REQUEST_NAMES, nothing_segmented_message
 
-            datasets, frames = slice_frames(src)
-            segments = [SegmentSpec(label=t.value, name=t.name[:64], description=_prompt_text(t.prompt),
-                                    color=t.entry.color if t.entry else None,
-                                    concept=segment_concept(t.entry, t.name)) for t in present.values()]
-            try:
-                return write_dicom_seg(path, datasets, labels, segments, frames=frames,
-                                       series_description=pipeline.series_description()[:64],
-                                       algorithm_version=__version__)
-            except EmptySegmentationError:
-                from ..volume.messages import REQUEST_NAMES, nothing_segmented_message
-
-                raise InputError(nothing_segmented_message(result, REQUEST_NAMES)) from None
-        from ..volume.itk_io import write_label
-
-        return write_label(path, labels, result.geometry, label_names={t.value: t.name for t in targets})
+            raise InputError(nothing_segmented_message(result, REQUEST_NAMES)) from None
 
     def _json(self, inp: ResolvedInput, targets: list[Target], result, pipeline, device, t_models: float,
               waited: float, options, setting_notes: list[str]) -> dict[str, Any]:

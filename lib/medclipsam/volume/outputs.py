@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from ..errors import InputError
 from .engine import VolumeResult
 from .source import VolumeSource
+
+if TYPE_CHECKING:
+    from ..dicom.seg import SegmentSpec
 
 
 def output_kind(path: str | Path) -> str:
@@ -74,16 +80,29 @@ def write_result(path: str | Path, result: VolumeResult, src: VolumeSource, *, s
 
 def _write(path: str | Path, result: VolumeResult, src: VolumeSource, *, series_description: str,
            algorithm_version: str) -> Path:
+    from ..dicom.seg import SegmentSpec
+
+    segments = [SegmentSpec(label=p.label, name=p.name, description=p.name) for p in result.prompts]
+    return write_labels(path, result.labels, src, segments, series_description=series_description,
+                        algorithm_version=algorithm_version)
+
+
+def write_labels(path: str | Path, labels: np.ndarray, src: VolumeSource, segments: Sequence[SegmentSpec], *,
+                 series_description: str, algorithm_version: str) -> Path:
+    """The one label writer (the CLI's :func:`write_result` and the server use it): ``labels``
+    (uint8 slices×rows×cols in ``src``'s grid) to ``path``, the format from its suffix. NIfTI/NRRD
+    name each label value by its segment's name; a DICOM SEG gets one segment per spec present
+    (names and the series description shortened to DICOM's 64 characters) on ``src``'s slices.
+    Raises :class:`~medclipsam.dicom.seg.EmptySegmentationError` for a SEG of an empty volume; the
+    SEG writer's repairs are :class:`~medclipsam.dicom.seg.DicomSegWarning` warnings."""
     kind = output_kind(path)
-    names = {p.label: p.name for p in result.prompts}
     if kind in ("nifti", "nrrd"):
         from .itk_io import write_label
 
-        return write_label(path, result.labels, result.geometry, label_names=names)
-    from ..dicom.seg import SegmentSpec, write_dicom_seg
+        return write_label(path, labels, src.geometry, label_names={s.label: s.name for s in segments})
+    from ..dicom.seg import write_dicom_seg
 
     datasets, frames = slice_frames(src)
-    segments = [SegmentSpec(label=p.label, name=p.name[:64], description=p.name) for p in result.prompts]
-    return write_dicom_seg(path, datasets, result.labels, segments, frames=frames,
-                           series_description=series_description[:64],
+    return write_dicom_seg(path, datasets, labels, [replace(s, name=s.name[:64]) for s in segments],
+                           frames=frames, series_description=series_description[:64],
                            algorithm_version=algorithm_version)
