@@ -130,3 +130,27 @@ def test_the_pipeline_keeps_two_components_for_lungs_and_one_for_a_tumour(tiny_c
     for prompt in ("lungs", "tumor", ("both lungs", "lungs")):
         pipe.segment(disk_image, prompt)
     assert seen == [2, 1, 2]
+
+
+def test_a_2d_image_and_a_one_slice_volume_give_the_same_mask(tiny_pipeline, disk_image):
+    """One per-slice chain (``pipeline.chain_from_saliency``) serves ``segment`` and the volume engine:
+    the same image, seen as a one-slice volume (as ``open_volume`` reads a PNG), gives the same coarse
+    mask, visual prompts and final mask (gate, 3D consistency and propagation off: they are the
+    engine's, not the chain's)."""
+    from medclipsam.volume import ArrayVolume, Geometry
+    from medclipsam.volume.config import VolumeConfig
+    from medclipsam.volume.consistency import ConsistencyConfig
+    from medclipsam.volume.engine import VolumePipeline
+    from medclipsam.volume.presence import PresenceConfig
+
+    two_d = tiny_pipeline.segment(disk_image, "bright disk")
+    assert two_d.found and two_d.mask.any()          # a chain that ran to SAM, not two empty results
+    src = ArrayVolume(disk_image[None], Geometry((1,) + disk_image.shape[:2], has_patient_geometry=False),
+                      modality="OT", description="the same image")
+    cfg = VolumeConfig(presence=PresenceConfig(enabled=False), consistency=ConsistencyConfig(enabled=False),
+                       inspect=1)
+    volume = VolumePipeline(tiny_pipeline, cfg).run(src, ["bright disk"])
+    [detail] = volume.details
+    assert np.array_equal(detail.coarse_mask, two_d.coarse_mask)
+    assert np.array_equal(detail.visual_prompts.boxes, two_d.visual_prompts.boxes)
+    assert np.array_equal(volume.labels[0] == 1, two_d.mask)

@@ -316,16 +316,16 @@ def test_engine_multi_label(tiny_pipeline):
 
 
 def test_engine_keeps_two_components_for_lungs_and_one_for_a_lesion(tiny_pipeline, monkeypatch):
-    import medclipsam.volume.engine as engine_module
+    import medclipsam.pipeline as chain_module        # the per-slice chain the engine calls
 
     seen: set[int] = set()
-    real = engine_module.make_coarse_mask
+    real = chain_module.make_coarse_mask
 
     def spy(saliency_map, rgb, cfg):
         seen.add(cfg.num_components)
         return real(saliency_map, rgb, cfg)
 
-    monkeypatch.setattr(engine_module, "make_coarse_mask", spy)
+    monkeypatch.setattr(chain_module, "make_coarse_mask", spy)
     cfg = VolumeConfig(presence=PresenceConfig(enabled=False), consistency=ConsistencyConfig(enabled=False))
     VolumePipeline(tiny_pipeline, cfg).run(_phantom(), ["lungs"])
     assert seen == {2}                               # preset v2: K = 2 for a paired structure

@@ -7,8 +7,9 @@ so a stage is replaced without touching the others. An empty coarse mask ends th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +51,45 @@ class SegmentationResult:
             "sam_scores": [round(s, 4) for s in self.sam.scores] if self.sam else [],
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
+
+
+@dataclass
+class SliceChain:
+    """What the chain after saliency gave on one image: coarse mask, visual prompts, SAM's output
+    (None when the coarse mask gave no visual prompt: "target not found")."""
+
+    coarse_mask: np.ndarray
+    visual_prompts: VisualPrompts
+    sam: SamOutput | None
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.sam.mask if self.sam is not None else np.zeros(self.coarse_mask.shape, bool)
+
+
+def chain_from_saliency(saliency_map: np.ndarray, rgb: np.ndarray, prompts: str | Sequence[str],
+                        config: PipelineConfig, segmenter: SamSegmenter, *, prompt_seed: int | None = None,
+                        set_image: Callable[[], None] | None = None, clock: StageClock | None = None) -> SliceChain:
+    """The stages after saliency on one image — saliency map → coarse mask → visual prompts → SAM —
+    the one implementation behind :meth:`Pipeline.segment` and the volume engine's SAM pass.
+
+    ``segmenter`` must hold the image's SAM embedding when SAM runs, or ``set_image`` sets it (called
+    only when there is a visual prompt, so an image without one costs no SAM encoding).
+    ``prompt_seed`` replaces the visual prompts' seed (the volume engine seeds each slice apart).
+    """
+    clock = clock or StageClock()
+    with clock.stage("postprocess"):
+        coarse = make_coarse_mask(saliency_map, rgb, config.postprocess.for_prompt(prompts))
+        prompt_cfg = config.prompts if prompt_seed is None else dataclasses.replace(config.prompts, seed=prompt_seed)
+        visual = make_visual_prompts(coarse, prompt_cfg)
+    if visual.empty:
+        return SliceChain(coarse, visual, None)
+    if set_image is not None:
+        with clock.stage("sam_encoder"):
+            set_image()
+    with clock.stage("sam_decoder"):
+        out = segmenter.segment(visual, config.sam, coarse_mask=coarse)
+    return SliceChain(coarse, visual, out)
 
 
 class Pipeline:
@@ -110,16 +150,8 @@ class Pipeline:
             text = self.text_embedding(prompts)
         with clock.stage("saliency"):
             saliency = compute_saliency(self.clip, rgb, text, cfg.saliency, cfg.saliency_params())
-        with clock.stage("postprocess"):
-            coarse = make_coarse_mask(saliency.saliency_map, rgb, cfg.postprocess.for_prompt(prompts))
-            visual = make_visual_prompts(coarse, cfg.prompts)
-        if visual.empty:
-            clock.seconds["total"] = clock.total()
-            return SegmentationResult(np.zeros(rgb.shape[:2], bool), False, saliency, coarse, visual, None,
-                                      dict(clock.seconds))
-        with clock.stage("sam_encoder"):
-            self.segmenter.set_image(rgb)
-        with clock.stage("sam_decoder"):
-            out = self.segmenter.segment(visual, cfg.sam, coarse_mask=coarse)
+        chain = chain_from_saliency(saliency.saliency_map, rgb, prompts, cfg, self.segmenter,
+                                    set_image=lambda: self.segmenter.set_image(rgb), clock=clock)
         clock.seconds["total"] = clock.total()
-        return SegmentationResult(out.mask, True, saliency, coarse, visual, out, dict(clock.seconds))
+        return SegmentationResult(chain.mask, chain.sam is not None, saliency, chain.coarse_mask,
+                                  chain.visual_prompts, chain.sam, dict(clock.seconds))

@@ -47,9 +47,8 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..image import SquarePad, clip_input
-from ..pipeline import Pipeline
-from ..postprocess import make_coarse_mask
-from ..prompts import VisualPrompts, make_visual_prompts
+from ..pipeline import Pipeline, chain_from_saliency
+from ..prompts import VisualPrompts
 from ..saliency import SALIENCY_METHODS, saliency_grids, saliency_map_from_grid
 from .config import SALIENCY_BATCH_CPU, SALIENCY_BATCH_CUDA, VolumeConfig, parse_roi, parse_slice_range
 from .consistency import ConsistencyReport, enforce_consistency
@@ -438,7 +437,6 @@ class VolumePipeline:
         clip = self.pipeline.clip
         indices, (rs, cs) = run.indices, run.region
         texts = {p: self.pipeline.text_embedding(run.items[p]) for p in members}
-        post = {p: pcfg.postprocess.for_prompt(run.items[p]) for p in members}     # K per prompt ("lungs": 2)
         text_matrix = torch.cat([texts[p] for p in members], dim=0).to(clip.device)      # M × D
 
         def rendered(k: int) -> np.ndarray:       # what the models see: the ROI, reoriented for display
@@ -528,28 +526,25 @@ class VolumePipeline:
                     k = indices[i]
                     segmenter.set_embedding(emb)
                     pad = SquarePad.for_shape(*rgb.shape[:2])
-                    prompt_cfg = dataclasses.replace(pcfg.prompts, seed=pcfg.prompts.seed + k)
                     for p in members:
                         if not run.present[i, p]:
                             continue
                         smap = saliency_map_from_grid(grids.pop((i, p)), pad, clip.image_size)
-                        coarse = make_coarse_mask(smap, rgb, post[p])
-                        visual = make_visual_prompts(coarse, prompt_cfg)
+                        with self._autocast():
+                            chain = chain_from_saliency(smap, rgb, run.items[p], pcfg, segmenter,
+                                                        prompt_seed=pcfg.prompts.seed + k)
                         detail = run.details.get((i, p))
                         if detail is not None:
-                            detail.saliency_map, detail.coarse_mask, detail.visual_prompts = smap, coarse, visual
-                            detail.mask = np.zeros(rgb.shape[:2], bool)
-                        if visual.empty:
+                            detail.saliency_map, detail.coarse_mask = smap, chain.coarse_mask
+                            detail.visual_prompts, detail.mask = chain.visual_prompts, chain.mask
+                        if chain.sam is None:
                             continue
-                        with self._autocast():
-                            out = segmenter.segment(visual, pcfg.sam, coarse_mask=coarse)
-                        if detail is not None:
-                            detail.mask = out.mask
+                        mask = chain.mask
                         rec = run.records[p][i]
-                        rec.found = bool(out.mask.any())
-                        rec.mask_pixels = int(out.mask.sum())
+                        rec.found = bool(mask.any())
+                        rec.mask_pixels = int(mask.sum())
                         if rec.found:
-                            run.labels.stack(p).or_region(k, rs, cs, run.orientation.invert(out.mask))
+                            run.labels.stack(p).or_region(k, rs, cs, run.orientation.invert(mask))
                     pb.update(1)
                 del embeddings
         run.add_seconds("sam", time.perf_counter() - tsam)
