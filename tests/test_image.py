@@ -65,20 +65,22 @@ def pydicom_test_file(*names: str) -> Path:
     pytest.skip(f"none of the pydicom test files {names} is available locally")
 
 
-def dicom_reference(ds: pydicom.Dataset) -> np.ndarray:
-    """Own rendering of a single-frame grey DICOM: rescale, then its window or the 0.5/99.5 percentiles."""
-    values = ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
+def dicom_values(ds: pydicom.Dataset) -> np.ndarray:
+    """Stored values × RescaleSlope + RescaleIntercept, computed apart from the reader."""
+    return ds.pixel_array.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
         ds.get("RescaleIntercept", 0) or 0)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        wc, ww = ds.WindowCenter, ds.WindowWidth
-        wc = float(wc[0]) if isinstance(wc, pydicom.multival.MultiValue) else float(wc)
-        ww = float(ww[0]) if isinstance(ww, pydicom.multival.MultiValue) else float(ww)
-        gray = stretch(values, wc - ww / 2.0, wc + ww / 2.0)
-    else:
-        gray = percentile_render(values)
-    if ds.PhotometricInterpretation == "MONOCHROME1":
-        gray = 255 - gray
-    return gray
+
+
+def one_slice_series_rendering(path: Path, prompts: list[str]) -> np.ndarray:
+    """What segment-series renders for this file as a one-slice series."""
+    from medclipsam.dicom import read_series
+    from medclipsam.volume.render import choose_window, render_slice
+
+    series = read_series(path)
+    try:
+        return render_slice(series.read_slice(0), choose_window(series, prompts))
+    finally:
+        series.close()
 
 
 def blob(size: int, cy: float, cx: float, sigma: float = 2.0) -> np.ndarray:
@@ -321,16 +323,41 @@ def ct_small_path() -> Path:
     return pydicom_test_file("CT_small.dcm")
 
 
-def test_dicom_ct_small_matches_own_rendering(ct_small_path):
+# A 2D DICOM is rendered as the one-slice series it is (the volume engine's window policy,
+# medclipsam.volume.render.choose_window): CT by a preset chosen from the prompts, MR by the image's
+# percentiles, other modalities by their stored window; MONOCHROME1 inverted.
+
+
+def test_dicom_ct_small_uses_the_ct_preset_of_the_prompts(ct_small_path):
     ds = pydicom.dcmread(str(ct_small_path))
     assert float(ds.RescaleIntercept) != 0  # the rescale must matter for this test
+    assert ds.Modality == "CT"
+    values = dicom_values(ds)
     out = read_image(ct_small_path)
     assert out.dtype == np.uint8
     assert out.shape == (int(ds.Rows), int(ds.Columns), 3)
-    ref = dicom_reference(ds)
-    diff = np.abs(out[..., 0].astype(int) - ref.astype(int))
-    assert diff.max() <= 1
     assert np.all(out[..., 0] == out[..., 1]) and np.all(out[..., 0] == out[..., 2])
+    np.testing.assert_array_equal(out[..., 0], stretch(values, 40 - 200, 40 + 200))      # ct-soft-tissue
+    lung = read_image(ct_small_path, prompts=["left lung"])
+    np.testing.assert_array_equal(lung[..., 0], stretch(values, -600 - 750, -600 + 750))  # ct-lung
+    bone = read_image(ct_small_path, window="ct-bone")
+    np.testing.assert_array_equal(bone[..., 0], stretch(values, 400 - 900, 400 + 900))
+
+
+def test_dicom_is_rendered_as_a_one_slice_series(ct_small_path):
+    mr = pydicom_test_file("MR_small.dcm")
+    for path, prompts in ((ct_small_path, ["liver"]), (ct_small_path, ["brain"]), (mr, ["tumour"])):
+        np.testing.assert_array_equal(read_image(path, prompts=prompts), one_slice_series_rendering(path, prompts))
+
+
+def test_dicom_mr_uses_percentiles_not_its_stored_window():
+    path = pydicom_test_file("MR_small.dcm")
+    ds = pydicom.dcmread(str(path))
+    assert ds.Modality == "MR" and "WindowCenter" in ds
+    values = dicom_values(ds)
+    lo, hi = np.percentile(values[::4, ::4].astype(np.float32), [0.5, 99.5])   # the series' pixel sample
+    out = read_image(path)[..., 0]
+    assert np.abs(out.astype(int) - stretch(values, lo, hi).astype(int)).max() <= 1
 
 
 def test_dicom_without_extension_is_read(tmp_path, ct_small_path):
@@ -339,9 +366,10 @@ def test_dicom_without_extension_is_read(tmp_path, ct_small_path):
     np.testing.assert_array_equal(read_image(p), read_image(ct_small_path))
 
 
-def test_dicom_window_is_used(tmp_path, ct_small_path):
+def test_dicom_window_is_used_where_no_preset_applies(tmp_path, ct_small_path):
     ds = pydicom.dcmread(str(ct_small_path))
-    values = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    ds.Modality = "CR"       # CT and MR have presets; an X-ray's stored window is its rendering
+    values = dicom_values(ds)
     wc = float(np.median(values))
     ww = float(np.percentile(values, 75) - np.percentile(values, 25))
     ds.WindowCenter = f"{wc:.1f}"
@@ -349,12 +377,10 @@ def test_dicom_window_is_used(tmp_path, ct_small_path):
     p = tmp_path / "windowed.dcm"
     ds.save_as(str(p))
     out = read_image(p)[..., 0]
-    ds2 = pydicom.dcmread(str(p))
-    ref = dicom_reference(ds2)
+    ref = stretch(values, float(f"{wc:.1f}") - float(f"{ww:.1f}") / 2, float(f"{wc:.1f}") + float(f"{ww:.1f}") / 2)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
     # a narrow window saturates a good part of the image on both ends
     assert (out == 0).mean() > 0.1 and (out == 255).mean() > 0.1
-    assert not np.array_equal(out, read_image(ct_small_path)[..., 0])
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path, ct_small_path):
@@ -366,6 +392,21 @@ def test_dicom_monochrome1_is_inverted(tmp_path, ct_small_path):
     inverted = read_image(p)
     assert inverted.shape == normal.shape and inverted.dtype == np.uint8
     np.testing.assert_array_equal(inverted, 255 - normal)
+
+
+def test_dicom_stored_values_are_masked_to_bits_stored(tmp_path, ct_small_path):
+    ds = pydicom.dcmread(str(ct_small_path))
+    ds.Modality = "CR"
+    stored = ds.pixel_array.astype(np.uint16)
+    assert stored.max() < 4096
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    ds.PixelData = (stored | 0xF000).tobytes()     # garbage above the stored bits (an old overlay)
+    p = tmp_path / "overlay_bits.dcm"
+    ds.save_as(str(p))
+    clean = tmp_path / "clean.dcm"
+    ds.PixelData = stored.tobytes()
+    ds.save_as(str(clean))
+    np.testing.assert_array_equal(read_image(p), read_image(clean))
 
 
 def test_dicom_multiframe_is_refused():
@@ -430,8 +471,7 @@ def test_real_dicom_corpus_single_frame(case, name):
     assert out.shape == (int(ds.Rows), int(ds.Columns), 3)
     assert out.std() > 1  # a picture, not a blank
     if ds.get("SamplesPerPixel", 1) == 1:
-        ref = dicom_reference(ds)
-        assert np.abs(out[..., 0].astype(int) - ref.astype(int)).max() <= 1
+        np.testing.assert_array_equal(out, one_slice_series_rendering(path, []))
     else:
         assert ds.PhotometricInterpretation == "RGB"
         np.testing.assert_array_equal(out, ds.pixel_array)

@@ -1,9 +1,14 @@
 """Reading 2D images and turning them into what the models take.
 
 * :func:`read_image` reads PNG, JPEG, TIFF, BMP and single-frame DICOM files.
-* :func:`to_rgb8` turns 8-bit gray, 16-bit (or float) gray and RGB(A) arrays into an 8-bit RGB
-  rendering: 8-bit data as stored, wider data stretched between its 0.5th and 99.5th percentiles
-  (DICOM: its own window when it has one).
+* :func:`to_rgb8` (from :mod:`medclipsam.rgb8`) turns 8-bit gray, 16-bit (or float) gray and
+  RGB(A) arrays into an 8-bit RGB rendering: 8-bit data as stored, wider data stretched between its
+  0.5th and 99.5th percentiles.
+* A DICOM file is read as the one-slice series it is (:func:`medclipsam.dicom.read_series`, whose
+  decoder is :func:`medclipsam.dicom.pixels.decode_file`) and rendered with the series window
+  policy (:func:`medclipsam.volume.render.choose_window`: CT by a preset chosen from the prompts,
+  MR by percentiles, other modalities as stored or by their stored window; MONOCHROME1 inverted),
+  so a 2D DICOM and a one-slice series give the same pixels.
 * :func:`clip_input` pads the rendering to a square (centred, black) before resizing it to the CLIP
   input size, and :class:`SquarePad` maps a saliency map back onto the original pixels. The
   reference centre-crops and then stretches the map over the full image (misaligned on
@@ -12,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .rgb8 import to_rgb8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -39,40 +46,17 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def to_rgb8(array: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    """Render a 2D gray or RGB(A) array as uint8 H×W×3."""
-    a = np.asarray(array)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 3 and a.shape[2] == 4:
-        a = a[..., :3]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise InputError(f"expected a 2D gray or RGB image, got an array of shape {a.shape}")
-    if a.size == 0:
-        raise InputError("the image is empty (0 pixels)")
-    if a.dtype == np.uint8 and window is None:
-        out = a
-    else:
-        f = a.astype(np.float64)
-        if not np.isfinite(f).all():
-            raise InputError("the image has NaN or infinite pixel values")
-        lo, hi = window if window is not None else (np.percentile(f, 0.5), np.percentile(f, 99.5))
-        if hi <= lo:
-            lo, hi = float(f.min()), float(f.max())
-        out = np.zeros(f.shape, np.uint8) if hi <= lo else (
-            np.clip((f - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=2)
-    return np.ascontiguousarray(out)
+def read_image(path: str | Path, prompts: Sequence[str] = (), window: str | None = None) -> np.ndarray:
+    """Read an image file as uint8 H×W×3 RGB (see module docstring for the rendering).
 
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 H×W×3 RGB (see module docstring for the rendering)."""
+    A DICOM file is rendered as the one-slice series it is: the window the volume engine would
+    choose for ``prompts`` (:func:`medclipsam.volume.render.choose_window`), or the preset named by
+    ``window``."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image not found: {p}")
     if p.suffix.lower() in DICOM_SUFFIXES or _is_dicom(p):
-        return _read_dicom(p)
+        return _read_dicom(p, prompts, window)
     try:
         with Image.open(p) as im:
             im.load()
@@ -90,52 +74,32 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb8(arr)
 
 
-def _read_dicom(p: Path) -> np.ndarray:
-    import pydicom
+def _read_dicom(p: Path, prompts: Sequence[str], window: str | None) -> np.ndarray:
+    """A single-frame DICOM file through the series reader (decoders, stored bits, YBR, palette) and
+    the series window policy."""
     from pydicom.errors import InvalidDicomError
 
-    try:
-        ds = pydicom.dcmread(str(p), force=True)   # also files written without the 128-byte preamble
-        ds.ensure_file_meta()
-        if "TransferSyntaxUID" not in ds.file_meta:
-            from pydicom.uid import ImplicitVRLittleEndian
+    from .dicom import read_series
+    from .dicom.pixels import read_dataset
+    from .volume.render import choose_window, render_slice
 
-            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as e:
-        raise InputError(f"cannot read DICOM file {p}: {e}") from None
-    if "PixelData" not in ds:
-        raise InputError(f"DICOM file {p} has no pixel data (it is a {ds.get('Modality', 'non-image')} object, "
-                         "not an image)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        frames = int(read_dataset(p, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError):
+        frames = 1      # not readable as DICOM: read_series below says why
     if frames > 1:
-        raise InputError(f"DICOM file {p} has {frames} frames; 'segment' takes single 2D images. Export the frame "
-                         "you need as a single-frame file, or segment the whole file as a volume with "
-                         "'medclipsam segment-series'")
+        raise InputError(f"DICOM file {p.name} has {frames} frames; 'segment' takes single-frame 2D images. "
+                         "Export the frame you need as a single-frame file, or segment the whole file as a "
+                         "volume with 'medclipsam segment-series'")
+    series = read_series(p)
     try:
-        arr = ds.pixel_array
-    except Exception as e:  # pydicom raises many kinds for missing decoders / truncated data
-        raise InputError(f"cannot decode the pixel data of {p} (transfer syntax "
-                         f"{ds.file_meta.get('TransferSyntaxUID', 'unknown')}): {e}") from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric in ("YBR_FULL", "YBR_FULL_422"):
-        from pydicom.pixel_data_handlers.util import convert_color_space
-
-        arr = convert_color_space(arr, photometric, "RGB")
-    if arr.ndim == 3:
-        return to_rgb8(arr)
-    values = arr.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
-    window = None
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        wc = ds.WindowCenter
-        ww = ds.WindowWidth
-        wc = float(wc[0] if isinstance(wc, pydicom.multival.MultiValue) else wc)
-        ww = float(ww[0] if isinstance(ww, pydicom.multival.MultiValue) else ww)
-        if ww > 0:
-            window = (wc - ww / 2.0, wc + ww / 2.0)
-    rgb = to_rgb8(values, window=window)
-    if photometric == "MONOCHROME1":
-        rgb = 255 - rgb
-    return rgb
+        if len(series) != 1:     # a mosaic: several slices in one frame
+            raise InputError(f"DICOM file {p.name} holds {len(series)} slices; 'segment' takes single-frame 2D "
+                             "images. Segment the whole file as a volume with 'medclipsam segment-series'")
+        chosen = choose_window(series, [str(t) for t in prompts], window)
+        return render_slice(series.read_slice(0), chosen)
+    finally:
+        series.close()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from ..image import to_rgb8
+from ..rgb8 import to_rgb8
 from ..registry import Registry
 from .source import VolumeSource
 
