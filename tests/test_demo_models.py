@@ -183,3 +183,17 @@ def test_demo_command_writes_seg_nifti_montage_and_report(tmp_path, capsys):
     assert montage.ndim == 3 and montage.shape[0] > 100 and montage.shape[1] > 300
     report = json.loads((out / "report.json").read_text())
     assert any("DEMO MODEL" in w for w in report["warnings"])
+
+
+def test_demo_short_specs_name_the_shipped_models():
+    """``--clip demo`` / ``--sam demo`` load the shipped demo models (issue 24, item 7)."""
+    from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models
+    from medclipsam.models import load_clip, load_sam
+    from medclipsam.models.shipped import expand_clip_spec, expand_sam_spec
+
+    check_demo_models()
+    assert expand_clip_spec("demo") == DEMO_CLIP and expand_sam_spec(" demo ") == DEMO_SAM
+    assert expand_clip_spec("random:tiny") == "random:tiny" and expand_sam_spec("vit_b:random") == "vit_b:random"
+    clip, sam = load_clip("demo"), load_sam("demo")
+    assert clip.demo and sam.demo and clip.spec == DEMO_CLIP
+    assert sam.identity()["architecture"] == "demo"

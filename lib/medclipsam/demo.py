@@ -19,17 +19,15 @@ belong to their cards, not to the engine's defaults.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 from .config import PipelineConfig
 from .errors import CheckpointError
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo_models"
-DEMO_CLIP_DIR = DEMO_DIR / "clip"
-DEMO_SAM_PATH = DEMO_DIR / "sam" / "demo-sam.pth"
-DEMO_CLIP = f"local-dir:{DEMO_CLIP_DIR}"
-DEMO_SAM = f"demo:{DEMO_SAM_PATH}"
+from .models.shipped import CLIP_SHORT_SPECS, DEMO_CLIP_DIR, DEMO_DIR, DEMO_SAM_PATH, SAM_SHORT_SPECS  # noqa: F401
+
+DEMO_CLIP = CLIP_SHORT_SPECS["demo"]          # "--clip demo" for short
+DEMO_SAM = SAM_SHORT_SPECS["demo"]            # "--sam demo" for short
 TRAIN_HINT = ("train them with `python training/clip_demo.py --out lib/medclipsam/demo_models/clip` and "
               "`python training/sam_demo.py --out lib/medclipsam/demo_models/sam/demo-sam.pth` (minutes on a CPU)")
 

@@ -13,6 +13,8 @@ Model specifications (``--clip``):
     the MedCLIP-SAMv2 DHN-NCE fine-tuned checkpoint in the Hugging Face layout of
     ``chuhac/BiomedCLIP-vit-bert-hf`` (``pytorch_model.bin`` with ``vocab.txt`` beside it),
     converted to the open_clip layout by :mod:`medclipsam.models.hf_convert`.
+``demo``
+    the demo CLIP shipped with the package (:mod:`.shipped`), i.e. ``local-dir:`` its folder.
 ``random[:ARCH]``
     a bundled architecture (``biomedclip`` = full size, ``tiny`` = unit tests) with random
     weights: for measuring cost only; every result made with it says so.
@@ -35,6 +37,7 @@ from ..errors import CheckpointError, InputError, ModelSpecError
 from . import timm_vits  # noqa: F401  (registers our small ViTs with timm)
 from .checkpoints import load_strict, read_state_dict
 from .cards import DEMO_NOTICE, MODEL_CARD, is_demo, read_card
+from .shipped import expand_clip_spec
 from .towers import VisionTower
 from .vocab import build_wordpiece_vocab, write_tokenizer_files
 
@@ -171,7 +174,7 @@ def load_clip(spec: str = BIOMEDCLIP_HUB, device: str | torch.device = "cpu", ar
     ``seed`` makes random initialisation reproducible.
     """
     device = torch.device(device)
-    spec = spec.strip()
+    spec = expand_clip_spec(spec).strip()
     if spec == "random" or spec.startswith("random:"):
         arch = spec.split(":", 1)[1] if ":" in spec else architecture
         return _load_random(arch, device, seed, spec)
@@ -185,7 +188,8 @@ def load_clip(spec: str = BIOMEDCLIP_HUB, device: str | torch.device = "cpu", ar
         return _load_local_dir(Path(spec).expanduser(), device, f"local-dir:{spec}")
     raise ModelSpecError(
         f"cannot understand the CLIP model specification '{spec}'. Use one of: '{BIOMEDCLIP_HUB}' (internet), "
-        "'local-dir:PATH' (offline folder), 'hf-biomedclip:PATH' (MedCLIP-SAMv2 fine-tuned pytorch_model.bin), "
+        "'local-dir:PATH' (offline folder), 'demo' (the shipped demo model), 'hf-biomedclip:PATH' (MedCLIP-SAMv2 "
+        "fine-tuned pytorch_model.bin), "
         f"'random:ARCH' with ARCH in {list_clip_architectures()} (random weights, cost measurements only)")
 
 

