@@ -23,24 +23,24 @@ def test_box_of_a_rectangle_on_a_non_square_image() -> None:
     mask = rect_mask((40, 70), (5, 9, 20, 49))
     prompts = make_visual_prompts(mask, PromptConfig(kind="boxes"))
     assert prompts.boxes.dtype == np.float32 and prompts.boxes.shape == (1, 4)
-    np.testing.assert_array_equal(prompts.boxes, [[20, 5, 50, 10]])
+    np.testing.assert_array_equal(prompts.boxes, [[20, 5, 49, 9]])
     assert prompts.num_components == 1
     assert prompts.points.shape == (0, 2) and prompts.point_labels.shape == (0,)
     assert not prompts.empty
 
 
-def test_boxes_one_per_component_with_border_clipping() -> None:
-    # second rectangle touches the bottom-right corner: x1, y1 clipped to W-1, H-1
+def test_boxes_one_per_component_inside_the_image() -> None:
+    # second rectangle touches the bottom-right corner: its box ends on the last column and row
     mask = rect_mask((40, 70), (2, 4, 3, 10), (30, 39, 60, 69))
     prompts = make_visual_prompts(mask, PromptConfig(kind="boxes"))
-    np.testing.assert_array_equal(prompts.boxes, [[3, 2, 11, 5], [60, 30, 69, 39]])
+    np.testing.assert_array_equal(prompts.boxes, [[3, 2, 10, 4], [60, 30, 69, 39]])
     assert prompts.num_components == 2
 
 
 def test_single_box_around_all_foreground() -> None:
     mask = rect_mask((40, 70), (5, 9, 20, 29), (15, 20, 40, 49))
     prompts = make_visual_prompts(mask, PromptConfig(kind="box"))
-    np.testing.assert_array_equal(prompts.boxes, [[20, 5, 50, 21]])
+    np.testing.assert_array_equal(prompts.boxes, [[20, 5, 49, 20]])
     assert prompts.num_components == 2
 
 
@@ -104,13 +104,13 @@ def test_visual_prompts_none_and_to_dict() -> None:
     assert negatives_only.empty
     prompts = make_visual_prompts(rect_mask((40, 70), (5, 9, 20, 49)), PromptConfig(kind="boxes+points", num_points=2))
     data = json.loads(json.dumps(prompts.to_dict()))
-    assert data["boxes"] == [[20.0, 5.0, 50.0, 10.0]]
+    assert data["boxes"] == [[20.0, 5.0, 49.0, 9.0]]
     assert len(data["points"]) == 2 and data["point_labels"] == [1, 1] and data["num_components"] == 1
 
 
 def test_integer_zero_one_mask_is_accepted() -> None:
     mask = rect_mask((40, 70), (5, 9, 20, 49)).astype(np.uint8)
-    np.testing.assert_array_equal(make_visual_prompts(mask, PromptConfig()).boxes, [[20, 5, 50, 10]])
+    np.testing.assert_array_equal(make_visual_prompts(mask, PromptConfig()).boxes, [[20, 5, 49, 9]])
 
 
 @pytest.mark.parametrize(

@@ -190,3 +190,32 @@ def test_pipeline_and_volume_engine_hand_sam_their_coarse_mask(tiny_clip, tiny_s
     seen.clear()
     VolumePipeline(pipe, VolumeConfig(presence=PresenceConfig(enabled=False))).run(src, ["bright disk"])
     assert seen and all(c is not None and c.shape == disk_image.shape[:2] for c in seen)
+
+
+def test_one_box_convention_from_every_producer_to_box_clip(segmenter, disk_image, monkeypatch):
+    """Boxes name their first and last pixel (inclusive), as segment-anything's batched_mask_to_box:
+    a mask on columns 3..7 and rows 2..5 is the box [3, 2, 7, 5] whoever makes it, and box_clip reads
+    it the same way (the box itself at 0; grown by the fraction × (x1 - x0) / (y1 - y0) otherwise)."""
+    from segment_anything.utils.amg import batched_mask_to_box
+
+    from medclipsam.prompts import PromptConfig, boxes_of_components, make_visual_prompts, mask_box
+    from medclipsam.volume.propagation import mask_boxes
+
+    h, w = disk_image.shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[2:6, 3:8] = True
+    expected = [[3, 2, 7, 5]]
+    assert batched_mask_to_box(torch.as_tensor(mask)[None]).tolist() == expected
+    for kind in ("boxes", "box", "boxes+points"):
+        assert make_visual_prompts(mask, PromptConfig(kind=kind)).boxes.tolist() == expected, kind
+    assert mask_boxes(mask).tolist() == expected
+    assert [mask_box(mask)] == expected
+    assert boxes_of_components(mask.astype(np.int32)).tolist() == expected
+
+    everywhere = torch.ones(1, 1, h, w, dtype=torch.bool)
+    monkeypatch.setattr(segmenter.predictor, "predict_torch", lambda *a, **k: (everywhere, torch.ones(1, 1), None))
+    prompts = VisualPrompts(boxes=expected, num_components=1)
+    assert np.array_equal(segmenter.segment(prompts, SamStageConfig(box_clip=0.0)).mask, mask)
+    grown = np.zeros((h, w), bool)
+    grown[1:7, 1:10] = True                  # x: 3 - 0.5·4 .. 7 + 0.5·4; y: 2 - 0.5·3 .. 5 + 0.5·3
+    assert np.array_equal(segmenter.segment(prompts, SamStageConfig(box_clip=0.5)).mask, grown)

@@ -1,7 +1,9 @@
 """Coarse mask -> visual prompts for SAM (boxes and/or points).
 
 Coordinates follow SAM: a box is ``[x0, y0, x1, y1]`` and a point ``(x, y)`` in pixel units,
-``x`` being the column and ``y`` the row. Prompt types are looked up by name in
+``x`` being the column and ``y`` the row. A box names its first and last pixel (inclusive), as
+segment-anything's ``batched_mask_to_box`` does; :func:`box_of_slices` is the one place that
+turns pixel extents into boxes (:func:`mask_box`, :func:`boxes_of_components`). Prompt types are looked up by name in
 :data:`VISUAL_PROMPT_TYPES`; each has the signature ``(coarse_mask, cfg, rng) -> VisualPrompts``.
 """
 
@@ -35,7 +37,10 @@ def _as_labels(labels: Any) -> np.ndarray:
 class VisualPrompts:
     """Visual prompts derived from a coarse mask.
 
-    ``boxes``: float32 (n, 4) ``[x0, y0, x1, y1]``; ``points``: float32 (m, 2) ``(x, y)``;
+    ``boxes``: float32 (n, 4) ``[x0, y0, x1, y1]``, the first and last column and row the box
+    covers (inclusive: a mask on columns 3..7 and rows 2..5 has the box ``[3, 2, 7, 5]``; SAM's
+    ``batched_mask_to_box`` convention), made by :func:`box_of_slices` and read that way by
+    ``sam.box_clip``; ``points``: float32 (m, 2) ``(x, y)``;
     ``point_labels``: int64 (m,), 1 = foreground, 0 = background; ``num_components``: number of
     connected components in the coarse mask.
     """
@@ -105,9 +110,25 @@ PromptType = Callable[[np.ndarray, PromptConfig, np.random.Generator], VisualPro
 VISUAL_PROMPT_TYPES: Registry[PromptType] = Registry("visual prompt type")
 
 
-def _box(rows: slice, cols: slice, height: int, width: int) -> list[float]:
-    """``[x, y, x + w, y + h]`` of a bounding slice pair, x1 / y1 clipped to W - 1 / H - 1."""
-    return [cols.start, rows.start, min(cols.stop, width - 1), min(rows.stop, height - 1)]
+def box_of_slices(rows: slice, cols: slice) -> list[float]:
+    """``[x0, y0, x1, y1]`` of a pixel extent (a bounding slice pair, stop exclusive): first and last
+    column and row, inclusive (the :class:`VisualPrompts` convention)."""
+    return [float(cols.start), float(rows.start), float(cols.stop - 1), float(rows.stop - 1)]
+
+
+def boxes_of_components(labels: np.ndarray) -> np.ndarray:
+    """One box per labelled component of ``labels`` (0 = background), in label order, float32 (n, 4)."""
+    return _as_boxes([box_of_slices(rows, cols) for rows, cols in
+                      (found for found in ndimage.find_objects(labels) if found is not None)])
+
+
+def mask_box(mask: np.ndarray) -> list[float] | None:
+    """The box around all foreground pixels of ``mask``; None when it has none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return box_of_slices(slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
 
 
 def _sample(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,21 +146,16 @@ def _sample(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 def component_boxes(coarse_mask: np.ndarray, cfg: PromptConfig, rng: np.random.Generator) -> VisualPrompts:
     """One box per connected component, in label (raster) order."""
     labels, count = label_components(coarse_mask, cfg.connectivity)
-    height, width = coarse_mask.shape
-    boxes = [_box(rows, cols, height, width) for rows, cols in ndimage.find_objects(labels)]
-    return VisualPrompts(boxes=boxes, num_components=count)
+    return VisualPrompts(boxes=boxes_of_components(labels), num_components=count)
 
 
 @VISUAL_PROMPT_TYPES.register("box")
 def enclosing_box(coarse_mask: np.ndarray, cfg: PromptConfig, rng: np.random.Generator) -> VisualPrompts:
     """A single box around all foreground pixels."""
-    rows = np.flatnonzero(coarse_mask.any(axis=1))
-    cols = np.flatnonzero(coarse_mask.any(axis=0))
-    height, width = coarse_mask.shape
     count = count_components(coarse_mask, cfg.connectivity)
-    if rows.size == 0:
+    box = mask_box(coarse_mask)
+    if box is None:
         return VisualPrompts.none(count)
-    box = _box(slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1), height, width)
     return VisualPrompts(boxes=[box], num_components=count)
 
 

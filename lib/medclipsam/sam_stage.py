@@ -159,8 +159,9 @@ def _near_mask(mask: np.ndarray, margin: int) -> np.ndarray:
 
 
 def _box_windows(boxes: np.ndarray, margin: float, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """One boolean window per box ``[x0, y0, x1, y1]`` (pixels, inclusive), grown on every side by
-    ``margin`` × the box's width / height, as prompts × H × W."""
+    """One boolean window per box ``[x0, y0, x1, y1]`` (first and last pixel, inclusive: the
+    :class:`~medclipsam.prompts.VisualPrompts` convention), grown on every side by ``margin`` ×
+    ``x1 - x0`` / ``y1 - y0``, as prompts × H × W."""
     h, w = shape
     b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=device)
     grow = torch.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], dim=1) * margin

@@ -90,7 +90,10 @@ def sampling_from_overrides(items: Sequence[str]) -> PromptSampling:
 
 
 def bounding_box(mask: np.ndarray) -> np.ndarray:
-    """``[x0, y0, x1, y1]`` of a mask as ``medclipsam.prompts`` computes it (x1 / y1 clipped to W-1 / H-1)."""
+    """``[x0, y0, x1, y1]`` of a mask as ``medclipsam.prompts`` computed it when the shipped demo SAM
+    was trained: x1 / y1 one past the last pixel, clipped to W-1 / H-1. The pipeline's boxes are now
+    inclusive (``medclipsam.prompts.mask_box``), at most one pixel smaller — well inside the jitter;
+    kept here so that the recipe still reproduces the shipped weights."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     h, w = mask.shape

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from ..checks import integer_at_least
 from ..errors import ConfigError
+from ..prompts import boxes_of_components
 
 _IN_PLANE = np.ones((3, 3), dtype=bool)
 
@@ -77,10 +78,9 @@ class PropagationReport:
 
 
 def mask_boxes(mask: np.ndarray) -> np.ndarray:
-    """``[x0, y0, x1, y1]`` (pixels, inclusive) of each 8-connected component of ``mask``, as float32 (n, 4)."""
-    labels, _count = ndimage.label(mask, structure=_IN_PLANE)
-    boxes = [[cols.start, rows.start, cols.stop - 1, rows.stop - 1] for rows, cols in ndimage.find_objects(labels)]
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    """The box of each 8-connected component of ``mask``, float32 (n, 4), in the
+    :class:`~medclipsam.prompts.VisualPrompts` convention (first and last pixel, inclusive)."""
+    return boxes_of_components(ndimage.label(mask, structure=_IN_PLANE)[0])
 
 
 def contrast(mask: np.ndarray, grey: np.ndarray, ring_px: int) -> float:
