@@ -351,7 +351,7 @@ def _resolve_frames(sources: Sequence[Dataset], frames, n_slices: int | None
     return resolved
 
 
-_NII_ADVICE = "write --out NAME.nii.gz (or .nrrd) instead"
+_NII_ADVICE = "ask for a NIfTI/NRRD result instead (--out NAME.nii.gz on the command line)"
 
 
 def check_seg_sources(source_images: Sequence[Dataset],

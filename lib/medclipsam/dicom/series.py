@@ -248,7 +248,7 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
         if series_uid is None:
             if len(scan.groups) > 1:
                 raise DicomInputError(
-                    f"{inp.label} holds {len(scan.groups)} image series; choose one with --series UID:\n"
+                    f"{inp.label} holds {len(scan.groups)} image series; choose one with the series setting (its SeriesInstanceUID; --series UID on the command line):\n"
                     + _listing(summaries))
             uid = next(iter(scan.groups))
         else:
@@ -257,9 +257,9 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
                 other = next((o for o in scan.others if o.series_uid == uid), None) if uid else None
                 if other is not None:
                     raise DicomInputError(f"series {uid} in {inp.label} is a {other.kind} object, not images. "
-                                          "Choose an image series with --series UID:\n" + _listing(summaries))
+                                          "Choose an image series with the series setting (--series UID):\n" + _listing(summaries))
                 raise DicomInputError(f"series {_series_label(uid)} is not in {inp.label}; its image series are:\n"
-                                      + _listing(summaries) + "\nPass one of these UIDs with --series UID")
+                                      + _listing(summaries) + "\nGive one of these UIDs as the series setting (--series UID)")
             if len(scan.groups) > 1:
                 notes.append(f"read series {_series_label(uid)}; {len(scan.groups) - 1} other image series in "
                              f"{inp.label} ignored")

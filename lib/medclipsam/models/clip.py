@@ -97,7 +97,7 @@ class ClipModel:
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         clean = [p.strip() for p in prompts]
         if not clean or any(not p for p in clean):
-            raise InputError("the text prompt is empty; give the target in words, e.g. --prompt \"left lung\"")
+            raise InputError("the text prompt is empty; give the target in words, e.g. \"left lung\"")
         return self.tokenizer(clean).to(self.device)
 
     @torch.no_grad()

@@ -612,7 +612,7 @@ class VolumePipeline:
         for p in prompts:
             if isinstance(p, str):
                 if not p.strip():
-                    raise InputError("a text prompt is empty; give the target in words, e.g. --prompt \"left lung\"")
+                    raise InputError("a text prompt is empty; give the target in words, e.g. \"left lung\"")
                 items.append(p.strip())
             else:
                 group = [q.strip() for q in p]
@@ -620,7 +620,7 @@ class VolumePipeline:
                     raise InputError("a prompt ensemble is empty or has an empty prompt")
                 items.append(group)
         if not items:
-            raise InputError("no text prompt given; pass --prompt TEXT (repeat it for several labels)")
+            raise InputError("no text prompt given; give the target in words (one prompt per label; --prompt TEXT on the command line)")
         if len(items) > MAX_PROMPTS:
             raise InputError(f"{len(items)} prompts given; at most {MAX_PROMPTS} labels per run — split the run")
         return items

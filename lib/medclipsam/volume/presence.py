@@ -50,7 +50,7 @@ class PresenceConfig:
     def __post_init__(self) -> None:
         if self.threshold is not None and not -1.0 <= float(self.threshold) <= 1.0:
             raise ConfigError(f"presence threshold {self.threshold} is not a cosine similarity; give a value "
-                              "in [-1, 1] (e.g. --presence-threshold 0.3)")
+                              "in [-1, 1] (e.g. presence.threshold=0.3; --presence-threshold 0.3 on the command line)")
         if not 0.0 <= self.saliency_ratio < 1.0:
             raise ConfigError("presence.saliency_ratio must be in [0, 1)")
         if self.min_separation <= 0:
@@ -119,11 +119,11 @@ def similarity_gate(similarities: np.ndarray, cfg: PresenceConfig, calibrated: f
         return SimilarityGate(np.ones(s.shape, bool), None, "all slices",
                               "no calibrated presence threshold for this model and the similarities do not split "
                               f"into two groups (separation {separation:.2f} < {cfg.min_separation:g}): every slice "
-                              "is processed; pass --presence-threshold to gate")
+                              "is processed; set presence.threshold (--presence-threshold) to gate")
     return SimilarityGate(s >= t, t, "series-relative split",
                           f"no calibrated presence threshold for this model: using the series-relative split "
                           f"{t:.4f} (separation {separation:.2f}); it cannot tell a target absent from the whole "
-                          "series — pass --presence-threshold to use an absolute threshold")
+                          "series — set presence.threshold (--presence-threshold) to use an absolute threshold")
 
 
 def saliency_gate(raw_peaks: np.ndarray, candidates: np.ndarray, ratio: float) -> np.ndarray:
