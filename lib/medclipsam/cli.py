@@ -103,7 +103,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     file=sys.stderr)
     for path in progress:
         try:
-            rgb = read_image(path)
+            rgb = read_image(path, prompts=prompts)     # a DICOM slice in the window its prompt calls for
             result = pipeline.segment(rgb, prompts)
         except InputError as e:
             failed.append({"file": path.name, "error": str(e)})
