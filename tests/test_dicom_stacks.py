@@ -138,7 +138,7 @@ def test_stacks_the_headers_cannot_tell_apart_get_conversion_advice(tmp_path):
 
 
 def test_list_series_prints_the_stacks(tmp_path, capsys):
-    from medclipsam.series_cli import list_series
+    from medclipsam.cli.series import list_series
 
     write_enhanced(tmp_path / "dwi" / "dwi.dcm", "diffusion", 3)
     assert list_series(tmp_path / "dwi") == 0

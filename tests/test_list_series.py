@@ -157,7 +157,7 @@ def fake_result(mode: str, records: list[tuple[bool, bool]], threshold: float | 
 
 
 def test_nothing_segmented_advice_fits_the_gate():
-    from medclipsam.series_cli import nothing_segmented_message
+    from medclipsam.volume.messages import nothing_segmented_message
 
     off = nothing_segmented_message(fake_result("disabled", [(True, True)] * 4, processed=4))
     assert "presence-threshold" not in off and "saliency_ratio" not in off

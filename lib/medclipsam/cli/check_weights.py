@@ -17,7 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from .common import pick_device
 
 
 def checkpoint_files(spec: str) -> list[Path]:
@@ -32,7 +33,9 @@ def checkpoint_files(spec: str) -> list[Path]:
 
 
 def _describe(label: str, model, spec: str, seconds: float, files: list[Path] | None = None) -> None:
-    from .models.checkpoints import file_sha256   # imports torch: not at module level (the CLI parser imports this)
+    from ..models.checkpoints import (
+        file_sha256,  # imports torch: not at module level (the CLI parser imports this)
+    )
 
     kind = "RANDOM WEIGHTS" if model.random_weights else ("DEMO MODEL" if getattr(model, "demo", False) else "weights")
     print(f"{label}: {spec} -> architecture {model.architecture}, {kind}, loaded in {seconds:.1f} s on {model.device}")
@@ -46,7 +49,7 @@ def _describe(label: str, model, spec: str, seconds: float, files: list[Path] | 
 
 def sam_files(spec: str) -> list[Path]:
     """The weight file of a SAM spec, packaged weights included (``litemedsam``)."""
-    from .models.sam import _parse_spec, packaged_checkpoint
+    from ..models.sam import _parse_spec, packaged_checkpoint
 
     arch, source = _parse_spec(spec)
     return [packaged_checkpoint(arch)] if source is None else checkpoint_files(spec)
@@ -55,8 +58,8 @@ def sam_files(spec: str) -> list[Path]:
 def check_sam(sam) -> None:
     import numpy as np
 
-    from .prompts import VisualPrompts
-    from .sam_stage import SamSegmenter
+    from ..prompts import VisualPrompts
+    from ..sam_stage import SamSegmenter
 
     seg = SamSegmenter(sam)
     image = np.zeros((96, 128, 3), np.uint8)
@@ -74,7 +77,7 @@ def check_clip(clip) -> None:
     import numpy as np
     import torch
 
-    from .image import clip_input
+    from ..image import clip_input
 
     text = clip.encode_text(["left lung", "tumor"]).float()
     image = clip.encode_image(clip_input(np.full((64, 64, 3), 128, np.uint8), clip.image_size, clip.mean,
@@ -89,10 +92,9 @@ def check_clip(clip) -> None:
 
 
 def cmd_check_weights(args: argparse.Namespace) -> int:
-    from .cli import _device
-    from .models import load_clip, load_sam
+    from ..models import load_clip, load_sam
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     clip_spec, sam_spec = args.clip, args.sam
     if clip_spec is None and sam_spec is None:
         clip_spec, sam_spec = args.default_clip, args.default_sam

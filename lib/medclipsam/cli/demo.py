@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
+from .common import pick_device, warn
 
 REPO_SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "phantoms" / "ct_chest"
 DEMO_SERIES_SEED = 7
@@ -40,7 +41,7 @@ def _input_series(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
         return Path(args.input), "given"
     if REPO_SAMPLE.is_dir():
         return REPO_SAMPLE, "the committed phantom series"
-    from .phantoms import ct_chest_series
+    from ..phantoms import ct_chest_series
 
     folder = out / "input"
     ct_chest_series(DEMO_SERIES_SEED).write_dicom(folder)
@@ -48,27 +49,26 @@ def _input_series(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .cli import _device, _warn
-    from .demo import DEMO_CLIP, DEMO_SAM, check_demo_models
-    from .io import ensure_writable_dir, write_json, write_png
-    from .models import load_clip, load_sam
-    from .pipeline import Pipeline
-    from .settings import resolve_settings
-    from .volume.config import VolumeConfig
-    from .volume.engine import VolumePipeline
-    from .volume.inputs import close_volume, open_volume
-    from .volume.montage import render_montage
-    from .volume.outputs import write_result
+    from ..demo import DEMO_CLIP, DEMO_SAM, check_demo_models
+    from ..io import ensure_writable_dir, write_json, write_png
+    from ..models import load_clip, load_sam
+    from ..pipeline import Pipeline
+    from ..settings import resolve_settings
+    from ..volume.config import VolumeConfig
+    from ..volume.engine import VolumePipeline
+    from ..volume.inputs import close_volume, open_volume
+    from ..volume.montage import render_montage
+    from ..volume.outputs import write_result
 
     t0 = time.perf_counter()
     prompts = [p.strip() for p in (args.prompt or ["tumor"])]
     if not all(prompts):
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError("a text prompt is empty; give the target in words, e.g. --prompt tumor")
     if not (args.clip and args.sam):
         check_demo_models()
-    device = _device(args.device)
+    device = pick_device(args.device)
     out = ensure_writable_dir(args.out)
     series_path, origin = _input_series(args, out)
     clip = load_clip(args.clip or DEMO_CLIP, device=device)
@@ -79,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     pipeline = Pipeline(clip, sam, settings.pipeline)
     for w in pipeline.warnings():
-        _warn(w)
+        warn(w)
     src = open_volume(series_path)
     try:
         print(f"input: {src.description} ({origin}); {src.geometry.describe()}", file=sys.stderr)

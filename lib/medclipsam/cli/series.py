@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .volume.messages import nothing_segmented_message
+from .. import __version__
+from ..errors import InputError
+from ..volume.messages import nothing_segmented_message
+from .common import pick_device, warn
 
 
 def add_parser(sub, defaults: dict[str, str]) -> None:
@@ -62,15 +63,14 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
         return list_series(args.input if len(args.input) > 1 else args.input[0])
     # imported here, not at module level: the CLI parser imports this module, and --list-series
     # must not pay for torch, the models, highdicom or SimpleITK
-    from .cli import _device, _warn
-    from .config import parse_overrides
-    from .dicom.seg import EmptySegmentationError
-    from .io import write_json
-    from .settings import resolve_settings
-    from .volume.config import VolumeConfig, parse_roi, parse_slice_range
-    from .volume.engine import VolumePipeline
-    from .volume.inputs import close_volume, open_volume
-    from .volume.outputs import check_output, write_result
+    from ..config import parse_overrides
+    from ..dicom.seg import EmptySegmentationError
+    from ..io import write_json
+    from ..settings import resolve_settings
+    from ..volume.config import VolumeConfig, parse_roi, parse_slice_range
+    from ..volume.engine import VolumePipeline
+    from ..volume.inputs import close_volume, open_volume
+    from ..volume.outputs import check_output, write_result
 
     prompts = args.prompt or []
     if not prompts:
@@ -88,25 +88,25 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size)
     resolve_settings(args.preset, (), overrides, base_volume)     # a bad setting fails before any file is read
     if args.window != "auto":
-        from .volume.render import WINDOW_PRESETS
+        from ..volume.render import WINDOW_PRESETS
 
         WINDOW_PRESETS.get(args.window)        # an unknown name fails now, listing the presets
-    device = _device(args.device)
+    device = pick_device(args.device)
 
     src = open_volume(args.input if len(args.input) > 1 else args.input[0], series_uid=args.series,
                       stack=args.stack)
     try:
         kind = check_output(args.out, src, overwrite=args.overwrite)
         if kind == "dicom-seg":     # a SEG the headers cannot give is refused before any slice is processed
-            from .dicom.seg import check_seg_sources
-            from .volume.outputs import slice_frames
+            from ..dicom.seg import check_seg_sources
+            from ..volume.outputs import slice_frames
 
             check_seg_sources(*slice_frames(src))
         print(f"input: {src.description}; {src.geometry.describe()}", file=sys.stderr)
         for note in src.notes:
             print(f"note: {note}", file=sys.stderr)
-        from .models import load_clip, load_sam
-        from .pipeline import Pipeline
+        from ..models import load_clip, load_sam
+        from ..pipeline import Pipeline
 
         clip = load_clip(args.clip, device=device)
         sam = load_sam(args.sam, device=device)
@@ -115,7 +115,7 @@ def cmd_segment_series(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         pipeline = Pipeline(clip, sam, settings.pipeline)
         for w in pipeline.warnings():
-            _warn(w)
+            warn(w)
         engine = VolumePipeline(pipeline, settings.volume)
         result = engine.run(src, prompts, window=args.window, progress=not args.quiet)
         for w in dict.fromkeys(p.window for p in result.prompts):
@@ -155,8 +155,8 @@ def list_series(inputs) -> int:
 
     Imports pydicom and numpy and nothing heavier (no torch, models, highdicom or SimpleITK): a
     50-file folder lists in well under a second (benchmarks/list_series_speed.py)."""
-    from .dicom.scan import stack_lines
-    from .dicom.series import scan_series
+    from ..dicom.scan import stack_lines
+    from ..dicom.series import scan_series
 
     for s in scan_series(inputs):
         print(f"{s.series_uid or '(blank SeriesInstanceUID)'}  {s.modality}  {s.num_images} images  "
