@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--input", action="append", default=[], help="also time this folder (repeatable)")
     args = ap.parse_args()
 
-    from medclipsam.dicom.synthetic import write_synthetic_ct
+    from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
     for extra in args.input:
         median, times, out = time_listing(Path(extra), args.runs)

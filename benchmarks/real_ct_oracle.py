@@ -84,7 +84,7 @@ RESTACK_STEP = 6                 # keep every sixth slice in the restacked serie
 class HeaderGrid:
     """The series grid from the DICOM headers alone (not our reader)."""
 
-    geometry: Any                 # medclipsam.volume.geometry.Geometry (a plain container here)
+    geometry: Any                 # medclipsam.geometry.Geometry (a plain container here)
     files: list[Path]             # file of each slice, sorted along the normal
 
     @property
@@ -97,7 +97,7 @@ def header_grid(folder: Path) -> HeaderGrid:
     """Single-frame DICOM slices of one series: sorted by ImagePositionPatient · normal."""
     import pydicom
 
-    from medclipsam.volume.geometry import Geometry
+    from medclipsam.geometry import Geometry
 
     items = []
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):

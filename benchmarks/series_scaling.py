@@ -104,7 +104,7 @@ def main() -> None:
 
     opts = {"clip": args.clip, "sam": args.sam, "device": args.device, "gate": args.gate == "on",
             "overrides": parse_overrides(args.set if args.set is not None else ["m2ib.layer=2"])}
-    from medclipsam.dicom.synthetic import write_synthetic_ct
+    from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
     sizes = [int(s) for s in args.sizes.split(",")]
     label_mb_per_100 = args.size * args.size * 100 / 1e6       # one byte per voxel

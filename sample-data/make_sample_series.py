@@ -4,7 +4,7 @@
 Endian, 12-bit with RescaleIntercept −1024): air around an elliptic water body, two lungs and a
 round +80 HU lesion; ``phantom_ct_lesion.nii.gz`` and ``phantom_ct_lungs.nii.gz`` are the ground
 truth in the series' geometry. Synthetic data, not from any patient; made by
-:func:`medclipsam.dicom.synthetic.write_synthetic_ct`.
+:func:`medclipsam.phantoms.synthetic_ct.write_synthetic_ct`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medclipsam.dicom.synthetic import write_synthetic_ct
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 from medclipsam.volume import Geometry
 from medclipsam.volume.itk_io import write_label
 

@@ -18,7 +18,7 @@ from pydicom.encaps import encapsulate
 
 from medclipsam.dicom import DicomInputError, read_series
 from medclipsam.dicom.pixels import decoder_available, missing_decoder_fix, stored_values
-from medclipsam.dicom.synthetic import write_synthetic_ct
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
 SIZE = 16
 

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from medclipsam.cli import main
-from medclipsam.dicom.synthetic import write_synthetic_ct
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpora" / "dicom"

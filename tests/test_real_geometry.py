@@ -69,7 +69,7 @@ def test_oracle_is_registered_by_the_benchmark_only_and_once():
 def _toy_volume():
     """2 slices of 40 rows × 100 columns, stored right-to-left and bottom-to-top (IOP (-1,0,0,0,-1,0)),
     so the display flips both ways; a block at stored rows 2..9, columns 5..24 on slice 1 only."""
-    from medclipsam.volume.geometry import Geometry
+    from medclipsam.geometry import Geometry
     from medclipsam.volume.source import ArrayVolume
 
     geometry = Geometry(shape=(2, 40, 100), direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))

@@ -48,7 +48,7 @@ def read_volume(case) -> tuple[np.ndarray, object]:
 def test_nifti_labels_land_on_the_series_voxels_for_a_transposed_flipped_affine():
     """A NIfTI whose i axis runs up the series' rows, j along its columns and k against its slices:
     every series voxel gets exactly its own label, and the correspondence names those axes."""
-    from medclipsam.volume.geometry import Geometry
+    from medclipsam.geometry import Geometry
 
     n, rows, cols = 3, 4, 5
     sx, sy, sz = 0.7, 0.9, 2.5
@@ -71,7 +71,7 @@ def test_nifti_labels_land_on_the_series_voxels_for_a_transposed_flipped_affine(
 
 
 def test_voxels_outside_the_nifti_get_background():
-    from medclipsam.volume.geometry import Geometry
+    from medclipsam.geometry import Geometry
 
     geometry = Geometry((1, 2, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     nifti = np.full((2, 2, 1), 7, dtype=np.uint8)                 # covers only x (LPS) 0 and 1

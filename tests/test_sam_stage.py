@@ -183,7 +183,7 @@ def test_pipeline_and_volume_engine_hand_sam_their_coarse_mask(tiny_clip, tiny_s
     res = pipe.segment(disk_image, "bright disk")
     assert res.found and len(seen) == 1 and np.array_equal(seen[0], res.coarse_mask)
     assert res.mask.any() and not (res.mask & ~res.coarse_mask.astype(bool)).any()
-    from medclipsam.volume.geometry import Geometry
+    from medclipsam.geometry import Geometry
 
     vol = np.repeat(disk_image[None, ..., 0].astype(np.float32), 3, axis=0)
     src = ArrayVolume(vol, Geometry(vol.shape), modality="OT")

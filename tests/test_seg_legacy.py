@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from medclipsam.dicom.legacy import legacy_fixes
 from medclipsam.dicom.seg import (DicomSegWarning, SegmentSpec, SegNotWritableError, check_seg_sources,
                                   read_dicom_seg, write_dicom_seg)
-from medclipsam.dicom.synthetic import write_synthetic_ct
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 from medclipsam.dicom.validate import dciodvfy_available, validate_with_dciodvfy
 
 SLICES, SIZE = 3, 16

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from medclipsam.cli import main
-from medclipsam.dicom.synthetic import write_synthetic_ct
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "dicom"
 TINY = ["--clip", "random:tiny", "--sam", "tiny:random", "--set", "m2ib.layer=2", "--set", "m2ib.steps=3",

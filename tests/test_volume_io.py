@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from medclipsam.errors import InputError, MedClipSamError
-from medclipsam.volume.geometry import Geometry
+from medclipsam.geometry import Geometry
 from medclipsam.volume.itk_io import LabelShapeError, label_suffix, read_volume, write_label
 
 

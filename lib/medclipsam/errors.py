@@ -49,3 +49,7 @@ class TooLargeError(InputError):
 
 class UpstreamError(MedClipSamError):
     """A service the server relies on (the PACS) failed or refused; not the client's fault (HTTP 502)."""
+
+
+class LabelShapeError(InputError, ValueError):
+    """A label array does not match the grid it is written on (also a ValueError: a caller bug)."""

@@ -1,6 +1,6 @@
 """DICOM input and output: image series in (:mod:`.series`), DICOM SEG out (:mod:`.seg`) with coded
-segment concepts (:mod:`.codes`), validation with dciodvfy (:mod:`.validate`), and synthetic test
-series (:mod:`.synthetic`).
+segment concepts (:mod:`.codes`), and validation with dciodvfy (:mod:`.validate`)
+(synthetic test series are written by :mod:`medclipsam.phantoms.synthetic_ct`).
 
 The names below are imported on first use (PEP 562): listing a series (``scan_series``) must not
 pay for highdicom, which the SEG writer and the segment codes need.

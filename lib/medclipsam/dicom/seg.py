@@ -42,7 +42,7 @@ Decisions (also in the report):
 * **Atomic.** The data set is built in memory and written through :func:`medclipsam.io._atomic`;
   any failure leaves no file (nor temporary file) behind and raises a
   :class:`~medclipsam.errors.MedClipSamError` (:class:`DicomSegError`) naming the cause; a label
-  array that does not fit the sources raises :class:`~medclipsam.volume.itk_io.LabelShapeError`
+  array that does not fit the sources raises :class:`~medclipsam.errors.LabelShapeError`
   (an InputError that is also a ValueError).
 """
 
@@ -62,9 +62,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from .. import __version__
-from ..errors import InputError, MedClipSamError
+from ..errors import InputError, LabelShapeError, MedClipSamError
 from ..io import _atomic
-from ..volume.itk_io import LabelShapeError, label_color
+from ..labels import label_color
 from .codes import SegmentConcept, concept_for_prompt
 from .legacy import LOSSY_KEYWORDS, apply_fixes, copied_attribute_types, legacy_fixes, slice_spacing
 from .mosaic import is_mosaic

@@ -28,7 +28,7 @@ the geometry and reads pixels. What the reader does with the things real DICOM f
   exports of the same slices), differing Rows/Columns/PixelSpacing/colour, a multi-slice series
   with a file lacking ImagePositionPatient or ImageOrientationPatient.
 * **irregular stacks** (non-uniform spacing, missing slices, gantry tilt; found by
-  :func:`~medclipsam.volume.geometry.geometry_from_positions`) are read, with a note:
+  :func:`~medclipsam.geometry.geometry_from_positions`) are read, with a note:
   slice-by-slice processing and DICOM SEG output work, NIfTI/NRRD output refuses.
 * **single 2D images** (DX, ultrasound, a lone localizer): a one-slice volume. Without
   ImagePositionPatient/ImageOrientationPatient it has no patient geometry
@@ -67,7 +67,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..volume.geometry import Geometry, geometry_from_positions
+from ..geometry import Geometry, geometry_from_positions
 from .mosaic import unpack_mosaic
 from .pixels import DicomInputError, check_decoders, decode_file, read_dataset, to_physical, to_rgb8
 from .scan import (SeriesSummary, _cleanup, _collect, _Frame, _Header, _listing, _scan, _series_label, _str,

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..volume.geometry import Geometry
+from ..geometry import Geometry
 
 STRUCTURES = ("body", "left lung", "right lung", "liver", "spine", "tumor", "brain", "lesion")
 

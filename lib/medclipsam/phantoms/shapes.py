@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..volume.geometry import Geometry
+from ..geometry import Geometry
 
 
 def rotation(axis: str, degrees: float) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..volume.geometry import Geometry
+from ..geometry import Geometry
 from .models import ModelCache, resolve_device
 from .request import Target, first, parse_options, resolve_targets, with_window
 from .vocabulary import Vocabulary, load_vocabulary, segment_concept

@@ -50,7 +50,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import InputError
-from ..volume.geometry import Geometry
+from ..geometry import Geometry
 from .request import MAX_TARGETS
 from .vocabulary import PROMPTED, Vocabulary
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Geometry
+from ..geometry import Geometry
 
 # LPS unit vectors of the screen's → and ↓ directions, per plane
 SCREEN_AXES: dict[str, tuple[np.ndarray, np.ndarray]] = {

@@ -53,7 +53,7 @@ from ..saliency import SALIENCY_METHODS, saliency_grids, saliency_map_from_grid
 from .config import SALIENCY_BATCH_CPU, SALIENCY_BATCH_CUDA, VolumeConfig, parse_roi, parse_slice_range
 from .consistency import ConsistencyReport, enforce_consistency
 from .display import AS_STORED, DisplayOrientation, display_orientation
-from .geometry import Geometry
+from ..geometry import Geometry
 from .propagation import PropagationReport, judge, mask_boxes, run_ends
 from .presence import (SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
                        saliency_gate, similarity_gate)

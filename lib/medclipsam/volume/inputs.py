@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..errors import InputError
 from ..image import IMAGE_SUFFIXES, read_image
-from .geometry import Geometry
+from ..geometry import Geometry
 from .source import ArrayVolume, VolumeSource
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

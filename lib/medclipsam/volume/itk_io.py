@@ -1,7 +1,7 @@
 """NIfTI / NRRD / MetaImage volumes in, label volumes out — through SimpleITK, in ITK's conventions.
 
 SimpleITK's ``GetSpacing``/``GetOrigin``/``GetDirection`` are already in LPS (ITK converts NIfTI's
-RAS on reading and writing), exactly what :class:`~medclipsam.volume.geometry.Geometry` holds, so
+RAS on reading and writing), exactly what :class:`~medclipsam.geometry.Geometry` holds, so
 geometry passes through unchanged; arrays are ``(slices, rows, columns)`` as ``GetArrayFromImage``
 returns them.
 
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import LabelShapeError  # noqa: F401  (raised here; defined with the other errors)
+from ..labels import PALETTE, label_color  # noqa: F401
 from ..errors import InputError
 from ..io import _atomic
-from .geometry import Geometry
+from ..geometry import Geometry
 from .label_writers import write_nifti, write_nrrd
 from .source import ArrayVolume
 
@@ -32,24 +34,6 @@ READ_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 # Output kinds by suffix (longest first; ".seg.nrrd" is plain NRRD here).
 _LABEL_SUFFIXES = ((".nii.gz", "nifti"), (".nii", "nifti"), (".nrrd", "nrrd"), (".dcm", "dicom-seg"))
-
-# Display colours for labels 1, 2, ... (cycled): distinct, readable on grey images.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
-)
-
-
-class LabelShapeError(InputError, ValueError):
-    """A label array does not match the grid it is written on (also a ValueError: a caller bug)."""
-
-
-def label_color(label: int) -> tuple[int, int, int]:
-    """The default RGB (0–255) display colour of label value ``label`` (1-based, cycled)."""
-    return PALETTE[(int(label) - 1) % len(PALETTE)]
-
 
 def _sitk():
     import SimpleITK as sitk

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .geometry import Geometry
+from ..geometry import Geometry
 
 GZIP_LEVEL = 6
 

@@ -1,6 +1,6 @@
 """What the slice engine reads: a volume that hands out one slice at a time.
 
-A :class:`VolumeSource` knows its :class:`~medclipsam.volume.geometry.Geometry` and modality and
+A :class:`VolumeSource` knows its :class:`~medclipsam.geometry.Geometry` and modality and
 reads slice ``k`` on demand, so a long series is streamed rather than held in memory (DICOM series
 read their files lazily). :class:`ArrayVolume` wraps an in-memory array (NIfTI/NRRD input, tests).
 """
@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .geometry import Geometry
+from ..geometry import Geometry
 
 
 @runtime_checkable

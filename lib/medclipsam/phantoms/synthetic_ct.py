@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..phantoms.dicom_writer import UID_ROOT  # noqa: F401  (re-exported: pydicom's root for generated UIDs)
+from .dicom_writer import UID_ROOT  # noqa: F401  (re-exported: pydicom's root for generated UIDs)
 
 
 @dataclass
@@ -50,7 +50,7 @@ def phantom_slice(k: int, n: int, size: int) -> tuple[np.ndarray, np.ndarray, np
 
 def write_synthetic_ct(folder: str | Path, slices: int = 20, size: int = 128, pixel_spacing: float = 0.8,
                        slice_spacing: float = 2.5, seed: int = 0, noise_hu: float = 10.0) -> SyntheticSeries:
-    from ..phantoms.dicom_writer import SeriesHeader, uid, write_slice
+    from .dicom_writer import SeriesHeader, uid, write_slice
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
