@@ -30,8 +30,7 @@ from _common import ct_like_slice, machine  # noqa: E402
 
 from medclipsam.image import clip_input  # noqa: E402
 from medclipsam.models import load_clip  # noqa: E402
-from medclipsam.saliency import (M2IBConfig, m2ib, m2ib_batch, m2ib_naive, min_max, text_target,  # noqa: E402
-                                 upsample_grid)
+from medclipsam.saliency import M2IBConfig, m2ib, m2ib_batch, m2ib_naive, min_max, text_target, upsample_grid  # noqa: E402
 
 
 def main() -> None:

@@ -68,8 +68,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from _oracle import oracle_grid, oracle_session, prepare_target  # noqa: E402
-from _reference import (GE_CT, SIEMENS_CT, ReferenceCase, corpus_missing_reason, load_cases,  # noqa: E402
-                        nifti_labels_on_series, slice_lps)
+from _reference import (  # noqa: E402
+    GE_CT,
+    SIEMENS_CT,
+    ReferenceCase,
+    corpus_missing_reason,
+    load_cases,
+    nifti_labels_on_series,
+    slice_lps,
+)
 
 ORACLE_PARAMS: dict[str, Any] = {"seed": 0, "blur_sigma": 2.0, "shift_px": 2.0, "noise": 0.05}
 POSITION_TOLERANCE_MM = 0.05
@@ -461,9 +468,9 @@ def evaluate(scenario: Scenario, work: Path, *, postprocess: str | None = "otsu"
     """Run segment-series on ``scenario`` with the oracle (``reference_for_oracle``: what the oracle is
     given instead of the reference, for a control), read both outputs back and score them."""
     from medclipsam.demo import DEMO_CLIP
+    from medclipsam.image import SquarePad
     from medclipsam.models import load_clip
     from medclipsam.saliency import saliency_map_from_grid
-    from medclipsam.image import SquarePad
     from medclipsam.volume.display import display_orientation
     from medclipsam.volume.inputs import close_volume, open_volume
 

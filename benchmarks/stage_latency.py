@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RssSampler, ct_like_slice, machine, rss_mb  # noqa: E402
 
 from medclipsam.config import parse_overrides  # noqa: E402
-from medclipsam.settings import resolve_settings  # noqa: E402
 from medclipsam.models import load_clip, load_sam  # noqa: E402
 from medclipsam.pipeline import Pipeline  # noqa: E402
+from medclipsam.settings import resolve_settings  # noqa: E402
 from medclipsam.timing import StageClock  # noqa: E402
 
 

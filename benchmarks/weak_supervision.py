@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from medclipsam.models import load_clip, load_sam
     from medclipsam.phantoms import ct_chest_series
     from medclipsam.pipeline import Pipeline
-    from medclipsam.settings import resolve_settings
     from medclipsam.serving.vocabulary import load_vocabulary
+    from medclipsam.settings import resolve_settings
     from medclipsam.volume.engine import VolumePipeline
     from medclipsam.weak.data import normalise_volume, slice_set
     from medclipsam.weak.ensemble import predict_volume

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import requests
-
 from servers import ROOT, monailabel_server
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"

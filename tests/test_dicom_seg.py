@@ -11,8 +11,16 @@ import pydicom
 import pytest
 
 from medclipsam.dicom.codes import concept_for_prompt
-from medclipsam.dicom.seg import (DicomSegError, DicomSegWarning, EmptySegmentationError, SegmentSpec,
-                                  dicom_lab_to_rgb, read_dicom_seg, rgb_to_dicom_lab, write_dicom_seg)
+from medclipsam.dicom.seg import (
+    DicomSegError,
+    DicomSegWarning,
+    EmptySegmentationError,
+    SegmentSpec,
+    dicom_lab_to_rgb,
+    read_dicom_seg,
+    rgb_to_dicom_lab,
+    write_dicom_seg,
+)
 from medclipsam.dicom.validate import dciodvfy_available, parse_dciodvfy, validate_with_dciodvfy
 from medclipsam.errors import InputError, MedClipSamError
 from medclipsam.volume.itk_io import LabelShapeError, read_volume

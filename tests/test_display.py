@@ -105,7 +105,7 @@ def _mirrored_twins(n=6, size=40):
 
 
 def test_engine_shows_the_models_the_display_and_writes_labels_on_the_stored_grid(tiny_pipeline, monkeypatch):
-    import medclipsam.pipeline as engine_module       # the per-slice chain the engine calls
+    import medclipsam.pipeline as engine_module  # the per-slice chain the engine calls
     from medclipsam.volume.consistency import ConsistencyConfig
     from medclipsam.volume.engine import VolumeConfig, VolumePipeline
     from medclipsam.volume.presence import PresenceConfig

@@ -14,10 +14,15 @@ import pytest
 import SimpleITK as sitk
 
 from medclipsam.errors import InputError
-from medclipsam.serving.label_check import (CheckedLabel, LabelLimits, allowed_values, check_label_upload,
-                                            write_label_atomically)
-from medclipsam.serving.vocabulary import load_vocabulary
 from medclipsam.geometry import Geometry
+from medclipsam.serving.label_check import (
+    CheckedLabel,
+    LabelLimits,
+    allowed_values,
+    check_label_upload,
+    write_label_atomically,
+)
+from medclipsam.serving.vocabulary import load_vocabulary
 from medclipsam.volume.itk_io import write_label
 
 ROOT = Path(__file__).resolve().parents[1]

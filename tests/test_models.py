@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from medclipsam.errors import CheckpointError, ModelSpecError
 from medclipsam.image import clip_input
-from medclipsam.models import (clip_architecture, hf_to_open_clip, list_clip_architectures, list_sam_architectures,
-                               load_clip, load_sam, open_clip_to_hf, sam_architecture, save_sam_checkpoint,
-                               write_clip_folder)
+from medclipsam.models import (
+    clip_architecture,
+    hf_to_open_clip,
+    list_clip_architectures,
+    list_sam_architectures,
+    load_clip,
+    load_sam,
+    open_clip_to_hf,
+    sam_architecture,
+    save_sam_checkpoint,
+    write_clip_folder,
+)
 
 
 def _outputs(clip, rgb):

@@ -10,8 +10,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medclipsam.phantoms import (CT_HU, KINDS, STRUCTURES, TUMOUR_WORDS, PhantomSeries, PhantomSlice, ct_chest_series,
-                                 mentions_tumour, mr_brain_series, training_slices, us_breast_image, xray_chest_image)
+from medclipsam.phantoms import (
+    CT_HU,
+    KINDS,
+    STRUCTURES,
+    TUMOUR_WORDS,
+    PhantomSeries,
+    PhantomSlice,
+    ct_chest_series,
+    mentions_tumour,
+    mr_brain_series,
+    training_slices,
+    us_breast_image,
+    xray_chest_image,
+)
 
 CT_SEEDS = range(6)        # seed % 6: 0, 1, 3, 4 axial; 2 oblique; 5 feet first
 MR_SEEDS = range(6)        # 2 oblique axial, 5 coronal

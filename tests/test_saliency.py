@@ -12,9 +12,24 @@ import torch.nn.functional as F
 
 from medclipsam.errors import ConfigError, InputError, ModelSpecError
 from medclipsam.image import clip_input
-from medclipsam.saliency import (SALIENCY_METHODS, GradCAMConfig, GScoreCAMConfig, M2IBConfig, MethodOutput,
-                                 compute_saliency, gscorecam, load_prompt_file, m2ib, m2ib_batch, m2ib_naive,
-                                 prompts_for_task, register_saliency, saliency_grid, saliency_grids, text_target)
+from medclipsam.saliency import (
+    SALIENCY_METHODS,
+    GradCAMConfig,
+    GScoreCAMConfig,
+    M2IBConfig,
+    MethodOutput,
+    compute_saliency,
+    gscorecam,
+    load_prompt_file,
+    m2ib,
+    m2ib_batch,
+    m2ib_naive,
+    prompts_for_task,
+    register_saliency,
+    saliency_grid,
+    saliency_grids,
+    text_target,
+)
 from medclipsam.saliency.m2ib import capacity
 
 

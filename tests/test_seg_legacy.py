@@ -16,10 +16,16 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from medclipsam.dicom.legacy import legacy_fixes
-from medclipsam.dicom.seg import (DicomSegWarning, SegmentSpec, SegNotWritableError, check_seg_sources,
-                                  read_dicom_seg, write_dicom_seg)
-from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
+from medclipsam.dicom.seg import (
+    DicomSegWarning,
+    SegmentSpec,
+    SegNotWritableError,
+    check_seg_sources,
+    read_dicom_seg,
+    write_dicom_seg,
+)
 from medclipsam.dicom.validate import dciodvfy_available, validate_with_dciodvfy
+from medclipsam.phantoms.synthetic_ct import write_synthetic_ct
 
 SLICES, SIZE = 3, 16
 KW = dict(series_description="legacy header test", algorithm_version="0.1.0")

@@ -12,12 +12,30 @@ from scipy import ndimage
 
 from medclipsam.errors import ConfigError, InputError
 from medclipsam.volume import ArrayVolume, Geometry, geometry_from_positions
-from medclipsam.volume.consistency import (ArrayMaskStack, ConsistencyConfig, components_3d, enforce_consistency,
-                                           fill_gaps)
-from medclipsam.volume.engine import (BitLabels, VolumeConfig, VolumePipeline, fit_batch_size, parse_roi,
-                                      parse_slice_range)
-from medclipsam.volume.presence import (CALIBRATION_FILE, PresenceConfig, confident_slices, model_presence_threshold,
-                                        relative_split, saliency_gate, similarity_gate)
+from medclipsam.volume.consistency import (
+    ArrayMaskStack,
+    ConsistencyConfig,
+    components_3d,
+    enforce_consistency,
+    fill_gaps,
+)
+from medclipsam.volume.engine import (
+    BitLabels,
+    VolumeConfig,
+    VolumePipeline,
+    fit_batch_size,
+    parse_roi,
+    parse_slice_range,
+)
+from medclipsam.volume.presence import (
+    CALIBRATION_FILE,
+    PresenceConfig,
+    confident_slices,
+    model_presence_threshold,
+    relative_split,
+    saliency_gate,
+    similarity_gate,
+)
 from medclipsam.volume.render import choose_window, render_slice
 
 
@@ -316,7 +334,7 @@ def test_engine_multi_label(tiny_pipeline):
 
 
 def test_engine_keeps_two_components_for_lungs_and_one_for_a_lesion(tiny_pipeline, monkeypatch):
-    import medclipsam.pipeline as chain_module        # the per-slice chain the engine calls
+    import medclipsam.pipeline as chain_module  # the per-slice chain the engine calls
 
     seen: set[int] = set()
     real = chain_module.make_coarse_mask

@@ -68,23 +68,35 @@ if _HERE not in sys.path:          # the recipe's package beside this file, howe
     sys.path.insert(0, _HERE)
 
 # the recipe's public names, importable from here as before the split
-from clip_recipe.calibration import (  # noqa: E402,F401
-    SALIENCY_CHECKS, best_threshold, calibrate_presence, saliency_check, similarities)
+from clip_recipe.calibration import SALIENCY_CHECKS, best_threshold, calibrate_presence, saliency_check, similarities  # noqa: E402,F401
 from clip_recipe.card import (  # noqa: E402,F401
-    ARCHITECTURE, CALIBRATION_FILE, M2IB_LAYER, MODEL_NAME, NOTICE, RECOMMENDED_SETTINGS, pipeline_recommendations)
+    ARCHITECTURE,
+    CALIBRATION_FILE,
+    M2IB_LAYER,
+    MODEL_NAME,
+    NOTICE,
+    RECOMMENDED_SETTINGS,
+    pipeline_recommendations,
+)
 from clip_recipe.data import HIDDEN_TARGETS, Prepared, prepare, vocabulary_words  # noqa: E402,F401
-from clip_recipe.forward import (  # noqa: E402,F401
-    Heads, _pooled, dense_scores, token_contributions, token_features)
+from clip_recipe.forward import Heads, _pooled, dense_scores, token_contributions, token_features  # noqa: E402,F401
 from clip_recipe.losses import (  # noqa: E402,F401
-    LOSS_WEIGHTS, contrastive_loss, dense_loss, lateral_pairs, laterality_loss, loss_weights_from_overrides,
-    mass_loss, peak_loss, presence_loss)
+    LOSS_WEIGHTS,
+    contrastive_loss,
+    dense_loss,
+    lateral_pairs,
+    laterality_loss,
+    loss_weights_from_overrides,
+    mass_loss,
+    peak_loss,
+    presence_loss,
+)
 from clip_recipe.model import _build_model, load_init_weights  # noqa: E402,F401
-from clip_recipe.prompts import (  # noqa: E402,F401
-    GROUPS, STRUCTURE_PROMPTS, Slice, StructurePrompt, presence_label, prompts_for)
+from clip_recipe.prompts import GROUPS, STRUCTURE_PROMPTS, Slice, StructurePrompt, presence_label, prompts_for  # noqa: E402,F401
 from clip_recipe.train import train_demo_clip  # noqa: E402
 from clip_recipe.tuning import BETA_CANDIDATES, BETA_TARGETS, tune_beta  # noqa: E402,F401
-from medclipsam.evaluation import roc_auc  # noqa: E402,F401
 
+from medclipsam.evaluation import roc_auc  # noqa: E402,F401
 
 # The training mix (training_slices' balanced default: the shipped model). A mix with twice the CT
 # share and up to 5 tumour slices per series (--ct-share 2 --tumour-slices 5) was tried and lost

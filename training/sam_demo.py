@@ -68,8 +68,17 @@ from sam_recipe.evaluate import dice, evaluate_sam  # noqa: E402,F401
 from sam_recipe.inputs import augment, model_input  # noqa: E402,F401
 from sam_recipe.losses import dice_loss, mask_iou, prompt_losses  # noqa: E402,F401
 from sam_recipe.sampling import (  # noqa: E402,F401
-    ImagePrompts, PromptSampling, Slice, bounding_box, components, jitter_box, sample_image_prompts, sample_points,
-    sampling_from_overrides, with_unions)
+    ImagePrompts,
+    PromptSampling,
+    Slice,
+    bounding_box,
+    components,
+    jitter_box,
+    sample_image_prompts,
+    sample_points,
+    sampling_from_overrides,
+    with_unions,
+)
 from sam_recipe.train import train_demo_sam  # noqa: E402
 
 

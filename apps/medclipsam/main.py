@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 
-from monailabel.interfaces.app import MONAILabelApp
-
 from lib.activelearning import Uncertainty, UncertaintyScoring
 from lib.infers import MedClipSamInfer
 from lib.infers.medclipsam_weak import MedClipSamWeakInfer
 from lib.trainers import MedClipSamWeakTrain
+from monailabel.interfaces.app import MONAILabelApp
+
 from medclipsam.serving import app_setup
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from .errors import ConfigError
 from .postprocess import CRFConfig, PostprocessConfig
 from .prompts import PromptConfig
 from .registry import Registry
-from .sam_stage import SamStageConfig
 from .saliency import SALIENCY_METHODS, M2IBConfig
+from .sam_stage import SamStageConfig
 
 
 def _plain(params: Any) -> Any:

@@ -23,7 +23,6 @@ from typing import Any, Mapping
 
 from .config import PipelineConfig
 from .errors import CheckpointError
-
 from .models.shipped import CLIP_SHORT_SPECS, DEMO_CLIP_DIR, DEMO_DIR, DEMO_SAM_PATH, SAM_SHORT_SPECS  # noqa: F401
 
 DEMO_CLIP = CLIP_SHORT_SPECS["demo"]          # "--clip demo" for short

@@ -19,8 +19,8 @@ from .models import ClipModel, SamModel
 from .models.cards import DEMO_NOTICE
 from .postprocess import make_coarse_mask
 from .prompts import VisualPrompts, make_visual_prompts
-from .sam_stage import SamOutput, SamSegmenter
 from .saliency import SaliencyResult, compute_saliency, text_target
+from .sam_stage import SamOutput, SamSegmenter
 from .timing import StageClock
 
 

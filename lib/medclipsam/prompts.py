@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
-from .errors import ConfigError, InputError
 from .checks import integer_at_least
+from .errors import ConfigError, InputError
 from .postprocess.components import count_components, label_components
 from .registry import Registry
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from .prompts import GROUPS, Slice
 
-
 # β values tried by :func:`tune_beta` (algorithms.md §13: tune β on labelled validation images; the
 # papers used 0.1–2 for BiomedCLIP, whose saliency maps are not those of a 4-block model)
 BETA_CANDIDATES = (1.0, 2.0, 3.0)

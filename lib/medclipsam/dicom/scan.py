@@ -25,7 +25,6 @@ from .mosaic import CONVERT_ADVICE as MOSAIC_CONVERT_ADVICE
 from .mosaic import MosaicError, MosaicLayout, is_mosaic, mosaic_layout, tile_positions
 from .pixels import DEFLATED, UNCOMPRESSED, DicomInputError, expected_pixel_bytes, inspect_pixel_element, read_dataset
 
-
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "SEG", "PR", "KO", "RTPLAN", "RTDOSE", "RTRECORD", "RTIMAGE_PLAN",
                         "REG", "FID", "RWV", "DOC", "PLAN", "AU", "ECG", "HD", "RESP"}

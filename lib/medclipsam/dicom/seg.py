@@ -57,8 +57,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pydicom
-from pydicom.multival import MultiValue
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 
 from .. import __version__

@@ -70,8 +70,20 @@ import numpy as np
 from ..geometry import Geometry, geometry_from_positions
 from .mosaic import unpack_mosaic
 from .pixels import DicomInputError, check_decoders, decode_file, read_dataset, to_physical, to_rgb8
-from .scan import (SeriesSummary, _cleanup, _collect, _Frame, _Header, _listing, _scan, _series_label, _str,
-                   describe_stacks, stack_keys, stack_lines)
+from .scan import (
+    SeriesSummary,
+    _cleanup,
+    _collect,
+    _Frame,
+    _Header,
+    _listing,
+    _scan,
+    _series_label,
+    _str,
+    describe_stacks,
+    stack_keys,
+    stack_lines,
+)
 
 __all__ = ["SliceRef", "SeriesSummary", "DicomSeries", "DicomInputError", "scan_series", "read_series"]
 

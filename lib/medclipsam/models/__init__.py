@@ -2,7 +2,15 @@
 
 from .clip import BIOMEDCLIP_HUB, ClipModel, clip_architecture, list_clip_architectures, load_clip, write_clip_folder
 from .hf_convert import hf_to_open_clip, open_clip_to_hf
-from .sam import SamArchitecture, SamModel, build_sam, list_sam_architectures, load_sam, sam_architecture, save_sam_checkpoint
+from .sam import (
+    SamArchitecture,
+    SamModel,
+    build_sam,
+    list_sam_architectures,
+    load_sam,
+    sam_architecture,
+    save_sam_checkpoint,
+)
 from .towers import VisionTower
 
 __all__ = [

@@ -35,8 +35,8 @@ import torch
 
 from ..errors import CheckpointError, InputError, ModelSpecError
 from . import timm_vits  # noqa: F401  (registers our small ViTs with timm)
-from .checkpoints import load_strict, read_state_dict
 from .cards import DEMO_NOTICE, MODEL_CARD, is_demo, read_card
+from .checkpoints import load_strict, read_state_dict
 from .shipped import expand_clip_spec
 from .towers import VisionTower
 from .vocab import build_wordpiece_vocab, write_tokenizer_files

@@ -31,8 +31,18 @@ import numpy as np
 
 from .base import PhantomSeries
 from .captions import ct_caption
-from .shapes import (axial, axial_feet_first, blur_in_plane, ellipse_q, half_extents, make_geometry, oblique,
-                     patient_grid, rotate2d, smooth_noise)
+from .shapes import (
+    axial,
+    axial_feet_first,
+    blur_in_plane,
+    ellipse_q,
+    half_extents,
+    make_geometry,
+    oblique,
+    patient_grid,
+    rotate2d,
+    smooth_noise,
+)
 
 KIND = "ct-chest"
 KIND_CODE = 1

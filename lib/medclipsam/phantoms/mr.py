@@ -27,8 +27,17 @@ import numpy as np
 
 from .base import PhantomSeries
 from .captions import mr_caption
-from .shapes import axial, blur_in_plane, coronal, half_extents, make_geometry, oblique, patient_grid, rotate2d, \
-    smooth_noise
+from .shapes import (
+    axial,
+    blur_in_plane,
+    coronal,
+    half_extents,
+    make_geometry,
+    oblique,
+    patient_grid,
+    rotate2d,
+    smooth_noise,
+)
 
 KIND = "mr-brain"
 KIND_CODE = 2

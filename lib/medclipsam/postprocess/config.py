@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
 from ..checks import integer_at_least
+from ..errors import ConfigError
 
 CONNECTIVITIES = (4, 8)
 

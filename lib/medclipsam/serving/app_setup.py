@@ -117,8 +117,8 @@ class AppSetup:
 
     def install_routes(self, our_models: Callable[[], Iterable[str]]) -> bool:
         """The checked routes and the upload limits on MONAI Label's FastAPI app (once)."""
-        from monailabel.config import settings
         from monailabel.app import app
+        from monailabel.config import settings
 
         from .routes import install_routes
         from .upload_limit import UploadLimits, install_upload_limit

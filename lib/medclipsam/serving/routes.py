@@ -352,9 +352,9 @@ def _install_tasks(app: Any) -> None:
     from monailabel.config import settings
     from monailabel.endpoints import activelearning as ml_al
     from monailabel.endpoints import batch_infer as ml_batch
-    from monailabel.endpoints.batch_infer import BatchInferImageType
     from monailabel.endpoints import scoring as ml_scoring
     from monailabel.endpoints import train as ml_train
+    from monailabel.endpoints.batch_infer import BatchInferImageType
     from monailabel.endpoints.user.auth import RBAC, User
 
     api = settings.MONAI_LABEL_API_STR

@@ -122,8 +122,8 @@ class GuardedStore:
 
     # -- images ------------------------------------------------------------------------------
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
-        from monailabel.datastore.local import DataModel, ImageLabelModel
         from filelock import FileLock
+        from monailabel.datastore.local import DataModel, ImageLabelModel
 
         if not self.accepts_image_uploads:
             raise RefusedError(f"images cannot be uploaded to this datastore ({self.name()}): its studies come "
@@ -206,8 +206,8 @@ class GuardedStore:
         self.commit_label(image_id, tag, staged, info)
 
     def commit_label(self, image_id: str, tag: str, staged: Path, info: dict[str, Any]) -> None:
-        from monailabel.datastore.local import DataModel
         from filelock import FileLock
+        from monailabel.datastore.local import DataModel
 
         folder = self._label_dir(tag)
         folder.mkdir(parents=True, exist_ok=True)

@@ -161,8 +161,14 @@ def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
 
 def segment_concept(entry: VocabularyEntry | None, name: str):
     """The DICOM SEG coded concept of a target: the entry's SNOMED code, else derived from its name."""
-    from ..dicom.codes import CATEGORY_ABNORMAL, CATEGORY_ANATOMY, CATEGORY_TISSUE, SegmentConcept, coded, \
-        concept_for_prompt
+    from ..dicom.codes import (
+        CATEGORY_ABNORMAL,
+        CATEGORY_ANATOMY,
+        CATEGORY_TISSUE,
+        SegmentConcept,
+        coded,
+        concept_for_prompt,
+    )
 
     if entry is None or entry.snomed is None:
         return concept_for_prompt(name)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..geometry import Geometry
 from ..image import SquarePad, clip_input
 from ..pipeline import Pipeline, chain_from_saliency
 from ..prompts import VisualPrompts
@@ -53,10 +54,15 @@ from ..saliency import SALIENCY_METHODS, saliency_grids, saliency_map_from_grid
 from .config import SALIENCY_BATCH_CPU, SALIENCY_BATCH_CUDA, VolumeConfig, parse_roi, parse_slice_range
 from .consistency import ConsistencyReport, enforce_consistency
 from .display import AS_STORED, DisplayOrientation, display_orientation
-from ..geometry import Geometry
+from .presence import (
+    SimilarityGate,
+    SliceRecord,
+    confident_slices,
+    model_presence_threshold,
+    saliency_gate,
+    similarity_gate,
+)
 from .propagation import PropagationReport, judge, mask_boxes, run_ends
-from .presence import (SimilarityGate, SliceRecord, confident_slices, model_presence_threshold,
-                       saliency_gate, similarity_gate)
 from .render import Window, choose_window, render_slice
 from .source import VolumeSource
 

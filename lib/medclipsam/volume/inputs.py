@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError
-from ..image import IMAGE_SUFFIXES, read_image
 from ..geometry import Geometry
+from ..image import IMAGE_SUFFIXES, read_image
 from .source import ArrayVolume, VolumeSource
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

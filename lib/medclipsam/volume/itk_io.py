@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelShapeError  # noqa: F401  (raised here; defined with the other errors)
-from ..labels import PALETTE, label_color  # noqa: F401
-from ..errors import InputError
-from ..io import _atomic
+from ..errors import (
+    InputError,
+    LabelShapeError,  # noqa: F401  (raised here; defined with the other errors)
+)
 from ..geometry import Geometry
+from ..io import _atomic
+from ..labels import PALETTE, label_color  # noqa: F401
 from .label_writers import write_nifti, write_nrrd
 from .source import ArrayVolume
 

@@ -32,8 +32,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from ..rgb8 import to_rgb8
 from ..registry import Registry
+from ..rgb8 import to_rgb8
 from .source import VolumeSource
 
 SAMPLE_SLICES = 32
