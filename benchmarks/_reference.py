@@ -211,7 +211,8 @@ def seg_on_series(seg_path: Path, geometry, segment_label: str, frame_of_referen
     if frame_of_reference_uid and getattr(seg, "FrameOfReferenceUID", None) not in (None, "", frame_of_reference_uid):
         raise ReferenceAlignmentError(f"{seg_path.name}: FrameOfReferenceUID {seg.FrameOfReferenceUID} is not the "
                                       f"series' {frame_of_reference_uid}")
-    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence if str(s.SegmentLabel).lower() == segment_label.lower()]
+    numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence
+               if str(s.SegmentLabel).lower() == segment_label.lower()]
     if len(numbers) != 1:
         have = [str(s.SegmentLabel) for s in seg.SegmentSequence]
         raise KeyError(f"{seg_path.name}: {len(numbers)} segments labelled {segment_label!r}; it has {have}")

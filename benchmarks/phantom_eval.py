@@ -75,7 +75,8 @@ def evaluate(seed: int, n: int, clip_spec: str, sam_spec: str, slices: int = 32,
                   f" tumour_slices={int(tumour.sum())}/{len(src)} false_tumour_slices={false_slices[-1]} processed=" +
                   "/".join(str(r.processed) for r in results.values()))
     return {"tumor_dice": float(np.mean(dices["tumor"])), "lung_dice": float(np.mean(dices["lungs"])),
-            "left_lung_dice": float(np.mean(dices["left lung"])), "right_lung_dice": float(np.mean(dices["right lung"])),
+            "left_lung_dice": float(np.mean(dices["left lung"])),
+            "right_lung_dice": float(np.mean(dices["right lung"])),
             "gate_auc": roc_auc(np.array(sims), np.array(present)),
             "false_tumour_slices": float(np.mean(false_slices))}
 

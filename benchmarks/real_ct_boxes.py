@@ -210,8 +210,9 @@ def main() -> None:
     for s in slices:
         grouped[(s.case, s.window)].update(s.truths)
     windows = [f"{case} ({', '.join(sorted(names))}): {w}" for (case, w), names in sorted(grouped.items())]
-    print(f"instances: (structure, slice) pairs with >= {args.min_pixels} reference pixels (--min-pixels): {n} on {len(slices)} "
-          f"rendered slices; one box per instance ([x0, y0, x1, y1], first/last column and row of the reference)")
+    print(f"instances: (structure, slice) pairs with >= {args.min_pixels} reference pixels (--min-pixels): "
+          f"{n} on {len(slices)} rendered slices; one box per instance "
+          "([x0, y0, x1, y1], first/last column and row of the reference)")
     print("windows (chosen by choose_window from each structure's name, as the volume pipeline does):")
     for w in windows:
         print(f"  {w}")

@@ -202,7 +202,8 @@ def restack_series(folder: Path, out_dir: Path, picks: Sequence[int], *, transpo
         iop = np.asarray(ds.ImageOrientationPatient, float)
         row_spacing, col_spacing = (float(s) for s in ds.PixelSpacing)
 
-        def lps(r: int, c: int) -> np.ndarray:
+        def lps(r: int, c: int, ipp: np.ndarray = ipp, iop: np.ndarray = iop,
+                row_spacing: float = row_spacing, col_spacing: float = col_spacing) -> np.ndarray:
             return ipp + c * col_spacing * iop[:3] + r * row_spacing * iop[3:]
 
         origin = lps(old_r[0, 0], old_c[0, 0])

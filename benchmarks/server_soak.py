@@ -7,7 +7,8 @@ phantom CT series (demo models, CPU), sends the inferences one after another (ea
 with a label), polls ``/info/`` from another thread every 0.2 s, and samples the server's resident
 memory (the server process and its children) after every inference. Prints the figures and, last:
 
-    inferences=<n> failures=<n> info_p50_ms=<x> info_p95_ms=<x> info_max_ms=<x> rss_start_mb=<x> rss_end_mb=<x> rss_peak_mb=<x>
+    inferences=<n> failures=<n> info_p50_ms=<x> info_p95_ms=<x> info_max_ms=<x>
+    rss_start_mb=<x> rss_end_mb=<x> rss_peak_mb=<x>   (one line)
 """
 
 from __future__ import annotations

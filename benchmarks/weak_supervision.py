@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         c.append(dice(ens.labels == entry.value, truth))
         unc.append(ens.uncertainty)
         print(f"held-out series {i}: zero-shot {a[-1]:.3f} single {b[-1]:.3f} ensemble {c[-1]:.3f} "
-              f"uncertainty {unc[-1]:.4f} mean entropy {ens.mean_entropy:.3f} agreement {ens.member_agreement:.3f}", flush=True)
+              f"uncertainty {unc[-1]:.4f} mean entropy {ens.mean_entropy:.3f} agreement {ens.member_agreement:.3f}",
+              flush=True)
     from scipy.stats import spearmanr
 
     rho = float(spearmanr(unc, 1.0 - np.asarray(c)).statistic) if np.ptp(c) > 0 and np.ptp(unc) > 0 else float("nan")

@@ -67,8 +67,8 @@ def _store(orthanc: str, cache: Path, stow_prefix: str | None = None):
     """A fresh datastore of ours on the PACS (as after a restart, or in the training subprocess)."""
     from medclipsam.serving.dicomweb_datastore import MedClipSamDicomWebDatastore
 
-    return MedClipSamDicomWebDatastore(_client(orthanc, stow_prefix), search_filter={"Modality": "CT"}, cache_path=str(cache),
-                                       vocabulary=_vocabulary())
+    return MedClipSamDicomWebDatastore(_client(orthanc, stow_prefix), search_filter={"Modality": "CT"},
+                                       cache_path=str(cache), vocabulary=_vocabulary())
 
 
 def _segs(orthanc: str) -> list[dict]:

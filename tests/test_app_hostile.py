@@ -35,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def tree_hash(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """Path → SHA-256 of every file under ``root`` (links by their target), folders included as names."""
     out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         rel = d.relative_to(root)
         if any(str(rel).startswith(s) for s in skip):

@@ -114,7 +114,8 @@ def test_async_training_in_a_subprocess_publishes_a_new_ensemble(weak_server):
     url, labels, root = weak_server
     before = requests.get(f"{url}/info/", timeout=10).json()["train_stats"].get("medclipsam_weak", {})
     r = requests.post(f"{url}/train/medclipsam_weak", json={**TRAIN, "epochs": 2, "cycles": 2}, timeout=30)
-    assert r.status_code == 200 and r.json()["status"] in ("SUBMITTED", "RUNNING"), r.text   # the task may start at once
+    # the task may start at once
+    assert r.status_code == 200 and r.json()["status"] in ("SUBMITTED", "RUNNING"), r.text
     status = {}
     for _ in range(200):
         time.sleep(2)

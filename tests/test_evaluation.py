@@ -114,7 +114,7 @@ def test_slab_nsd_close_to_reference(d):
 
 def test_slab_nsd_matches_brute_force_definition():
     rng = np.random.default_rng(0)
-    for k in range(6):
+    for _k in range(6):
         pred = rng.random((17, 13)) > 0.6
         gt = rng.random((17, 13)) > 0.5
         for tol in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):

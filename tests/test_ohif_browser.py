@@ -69,7 +69,8 @@ def servers(tmp_path_factory):
             if f.is_file():
                 r = requests.post(f"{orthanc}/instances", data=f.read_bytes(), timeout=30)
                 assert r.status_code == 200, r.text
-        with monailabel_server(f"{orthanc}/dicom-web", root / "work", conf={"vocabulary": str(root / "vocabulary.json")},
+        with monailabel_server(f"{orthanc}/dicom-web", root / "work",
+                               conf={"vocabulary": str(root / "vocabulary.json")},
                                env={"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(root / "cache")}) as url:
             yield url, root
 

@@ -323,7 +323,8 @@ def test_target_absent_everywhere(series, tmp_path, capsys):
 
 def test_unknown_window_fails_before_loading_models(series, tmp_path, capsys):
     code, _, err = run(capsys, str(series), "--prompt", "lesion", "--window", "ct-foot",
-                       "--out", str(tmp_path / "x.nii.gz"), "--clip", "local-dir:/nonexistent", "--sam", "vit_h:/no.pth")
+                       "--out", str(tmp_path / "x.nii.gz"), "--clip", "local-dir:/nonexistent",
+                       "--sam", "vit_h:/no.pth")
     assert code == 2 and "unknown window preset 'ct-foot'" in err and "ct-lung" in err
 
 

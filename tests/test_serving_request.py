@@ -40,8 +40,8 @@ def test_ohif_label_prompt_maps_to_vocabulary_values(vocab):
         resolve_targets({"label_prompt": [42]}, vocab)
 
 
-@pytest.mark.parametrize("request_", [{}, {"slices": "12:18"}, {"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]}, {"prompt": None},
-                                      {"label_prompt": []}, {"label_prompt": [], "prompt": " "},
+@pytest.mark.parametrize("request_", [{}, {"slices": "12:18"}, {"prompt": ""}, {"prompt": " ; "}, {"prompt": ["", "x"]},
+                                      {"prompt": None}, {"label_prompt": []}, {"label_prompt": [], "prompt": " "},
                                       {"prompt": "", "result_extension": ".nrrd", "restore_label_idx": False}])
 def test_empty_prompt_is_a_clear_error(vocab, request_):
     # 3D Slicer sends every option, so an empty prompt arrives as "": the 400 names the fix

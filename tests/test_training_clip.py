@@ -368,10 +368,12 @@ def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
     half[1, 0] = False
     assert float(clip_demo.mass_loss(mirrored, cover, half)) == pytest.approx(bad)
     # max_share 1: the lungs' pairs count too (flat logits: cross-entropy log 8)
-    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8.0)) / 2, abs=1e-5)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0)) == pytest.approx((bad + np.log(8.0)) / 2,
+                                                                                            abs=1e-5)
     # only the chosen prompts' maps count: the lungs' alone (flat, log 8), the tumour's alone (bad)
     only_lungs, only_tumour = torch.tensor([False, True]), torch.tensor([True, False])
-    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0, prompts=only_lungs)) == pytest.approx(np.log(8.0), abs=1e-5)
+    assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0, prompts=only_lungs)) == pytest.approx(
+        np.log(8.0), abs=1e-5)
     assert float(clip_demo.mass_loss(mirrored, cover, known, max_share=1.0, prompts=only_tumour)) == pytest.approx(bad)
     assert float(clip_demo.mass_loss(mirrored, cover, known, prompts=only_lungs)) == 0.0     # lungs too large
     # the map must spread over the whole target: all of it on one of the lungs' six tokens costs more
@@ -382,7 +384,8 @@ def test_mass_loss_ranks_the_targets_tokens_above_the_rest_of_the_slice():
     one_lung[0, 0, 0] = 9.0
     spread[0, :6, 0] = 9.0
     ones = torch.ones(1, 1, dtype=torch.bool)
-    assert float(clip_demo.mass_loss(spread, lungs, ones, max_share=1.0)) < float(clip_demo.mass_loss(one_lung, lungs, ones, max_share=1.0)) - 1.0
+    assert (float(clip_demo.mass_loss(spread, lungs, ones, max_share=1.0))
+            < float(clip_demo.mass_loss(one_lung, lungs, ones, max_share=1.0)) - 1.0)
 
 
 def test_peak_loss_pays_for_the_best_token_away_from_the_target():
@@ -401,16 +404,20 @@ def test_peak_loss_pays_for_the_best_token_away_from_the_target():
     # only what wins counts: a second, lower token off the target changes nothing
     lower = on_peak.clone()
     lower[0, 15, 0] = 3.0
-    assert float(clip_demo.peak_loss(lower, cover, known)) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(-3.0))))
+    assert float(clip_demo.peak_loss(lower, cover, known)) == pytest.approx(
+        float(torch.nn.functional.softplus(torch.tensor(-3.0))))
     # unknown targets and the prompts not chosen take no part; the gradient reaches only the two tokens
     assert float(clip_demo.peak_loss(mirrored, cover, torch.zeros(1, 2, dtype=torch.bool))) == 0.0
-    assert float(clip_demo.peak_loss(mirrored, cover, known, prompts=torch.tensor([False, True]))) == 0.0   # lungs too large
+    # lungs too large
+    assert float(clip_demo.peak_loss(mirrored, cover, known, prompts=torch.tensor([False, True]))) == 0.0
     only_lungs = float(clip_demo.peak_loss(mirrored, cover, known, max_share=1.0, prompts=torch.tensor([False, True])))
     assert only_lungs == pytest.approx(np.log(2.0), abs=1e-5)                                   # flat lungs map
-    assert float(clip_demo.peak_loss(mirrored, cover, known, max_share=1.0, prompts=torch.tensor([True, False]))) == pytest.approx(bad)
+    only_tumour = float(clip_demo.peak_loss(mirrored, cover, known, max_share=1.0, prompts=torch.tensor([True, False])))
+    assert only_tumour == pytest.approx(bad)
     x = mirrored.clone().requires_grad_(True)
     clip_demo.peak_loss(x, cover, known).backward()
-    assert set(torch.nonzero(x.grad[0, :, 0]).flatten().tolist()) == {5, 7} and float(x.grad[0, :, 1].abs().sum()) == 0.0
+    assert set(torch.nonzero(x.grad[0, :, 0]).flatten().tolist()) == {5, 7}
+    assert float(x.grad[0, :, 1].abs().sum()) == 0.0
     with pytest.raises(ValueError, match="square token grid"):
         clip_demo.peak_loss(torch.zeros(1, 15, 2), cover[:, :15], known)
 
@@ -448,7 +455,8 @@ def test_init_fine_tunes_a_written_folder(trained, tmp_path):
     assert card["metrics"]["init"] == str(out)
     sha = hashlib.sha256((out / "open_clip_pytorch_model.bin").read_bytes()).hexdigest()
     assert card["metrics"]["init_weights_sha256"] == metrics["init_weights_sha256"] == sha
-    assert f"fine-tuned from the demo CLIP in {out} (weights SHA-256 {sha[:16]}" in (tmp_path / "tuned" / "README.txt").read_text()
+    readme = (tmp_path / "tuned" / "README.txt").read_text()
+    assert f"fine-tuned from the demo CLIP in {out} (weights SHA-256 {sha[:16]}" in readme
     assert "trained from scratch" in (out / "README.txt").read_text()
 
 

@@ -171,10 +171,10 @@ def test_prompt_sampling_covers_all_kinds_and_shapes(toy):
         if p.points is not None:
             assert p.points.shape[:2] == p.labels.shape == (n, p.points.shape[1])
             assert (p.labels[:, 0] == 1).all()
-            inside += [p.targets[j][int(y), int(x)] for j in range(n) for (x, y), l in zip(p.points[j], p.labels[j])
-                       if l == 1]
+            inside += [p.targets[j][int(y), int(x)] for j in range(n)
+                       for (x, y), lab in zip(p.points[j], p.labels[j]) if lab == 1]
             outside += [not p.targets[j][int(y), int(x)] for j in range(n)
-                        for (x, y), l in zip(p.points[j], p.labels[j]) if l == 0]
+                        for (x, y), lab in zip(p.points[j], p.labels[j]) if lab == 0]
         if p.kind == "component_boxes":
             assert all(ndimage.label(t, structure=np.ones((3, 3)))[1] == 1 for t in p.targets)
     assert set(kinds) == {"box", "component_boxes", "points", "box+points"}

@@ -378,7 +378,8 @@ def test_engine_bad_requests(tiny_pipeline):
 
 
 def test_parsers_and_batch_fitting():
-    assert parse_slice_range("3:9") == (3, 9) and parse_slice_range(":4") == (0, 4) and parse_slice_range("2:") == (2, -1)
+    assert parse_slice_range("3:9") == (3, 9) and parse_slice_range(":4") == (0, 4)
+    assert parse_slice_range("2:") == (2, -1)
     assert parse_roi("1,2,30,40") == (1, 2, 30, 40)
     for bad in ("3", "a:b"):
         with pytest.raises(ConfigError):

@@ -147,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tune-beta", type=int, default=0, metavar="N",
                     help="choose M2IB's β on up to N held-out slices per target (0: keep the preset's)")
     ap.add_argument("--mass-structure", action="append", default=[], metavar="NAME",
-                    help="the mass and peak terms only for prompts naming this structure (repeatable; default: every prompt)")
+                    help="the mass and peak terms only for prompts naming this structure "
+                         "(repeatable; default: every prompt)")
     ap.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                     help="fine-tune this demo CLIP folder (same data and architecture) instead of random weights")
     ap.add_argument("--head-steps", type=int, default=100, metavar="N",

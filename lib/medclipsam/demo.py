@@ -38,7 +38,8 @@ def check_demo_models() -> None:
         raise CheckpointError(f"the demo models are missing ({', '.join(missing)}); {TRAIN_HINT}")
 
 
-def demo_pipeline_config(*models: Any, preset: str = "v2", overrides: Mapping[str, str] | None = None) -> PipelineConfig:
+def demo_pipeline_config(*models: Any, preset: str = "v2",
+                         overrides: Mapping[str, str] | None = None) -> PipelineConfig:
     """The 2D pipeline's section of :func:`medclipsam.settings.resolve_settings` for these models
     (preset, the cards' recommendations, then ``overrides``), for callers that run single images."""
     from .settings import resolve_settings

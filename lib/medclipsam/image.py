@@ -68,7 +68,8 @@ def read_image(path: str | Path, prompts: Sequence[str] = (), window: str | None
                 im = im.convert("RGB")
             arr = np.array(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"cannot read image {p}: {e}. Supported: PNG, JPEG, TIFF, BMP and single-frame DICOM") from None
+        raise InputError(f"cannot read image {p}: {e}. "
+                         "Supported: PNG, JPEG, TIFF, BMP and single-frame DICOM") from None
     if arr.ndim == 3 and arr.shape[2] == 2:  # LA
         arr = arr[..., 0]
     return to_rgb8(arr)
@@ -136,7 +137,8 @@ class SquarePad:
         return m[self.top:self.top + self.height, self.left:self.left + self.width].numpy().copy()
 
 
-def clip_input(rgb: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, SquarePad]:
+def clip_input(rgb: np.ndarray, size: int, mean: tuple[float, ...],
+               std: tuple[float, ...]) -> tuple[torch.Tensor, SquarePad]:
     """Pad to square, resize to ``size`` (bicubic, as BiomedCLIP's processor), normalise: 1×3×size×size."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(f"expected an RGB uint8 image H×W×3, got {rgb.dtype} {rgb.shape}")

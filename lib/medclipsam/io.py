@@ -51,7 +51,8 @@ def ensure_writable_dir(path: str | Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=p, prefix=".write-test-", delete=True):
             pass
     except OSError as e:
-        raise InputError(f"cannot write to output folder {p}: {e.strerror or e}. Choose a folder you can write to") from None
+        raise InputError(f"cannot write to output folder {p}: {e.strerror or e}. "
+                         "Choose a folder you can write to") from None
     return p
 
 

@@ -47,7 +47,8 @@ def _write_card(folder: Path, extra: dict[str, Any]) -> None:
         MODEL_CARD, card = "model_card.json", {"name": MODEL_NAME, "intended_use": "demo", "notice": NOTICE, **extra}
     (folder / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     metrics = extra.get("metrics", {})
-    how = (f"fine-tuned from the demo CLIP in {metrics['init']} (weights SHA-256 {metrics['init_weights_sha256'][:16]}…)"
+    how = (f"fine-tuned from the demo CLIP in {metrics['init']} "
+           f"(weights SHA-256 {metrics['init_weights_sha256'][:16]}…)"
            if metrics.get("init") else "trained from scratch")
     (folder / "README.txt").write_text(
         f"{MODEL_NAME}: {NOTICE}.\n\n"

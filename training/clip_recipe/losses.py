@@ -86,7 +86,8 @@ def dense_loss(logits: torch.Tensor, cover: torch.Tensor, known: torch.Tensor, f
     neg = (neg_w * F.softplus(logits)).sum(dim=(0, 1)) / neg_mass.clamp(min=1e-6)    # −log (1 − σ(x))
     has_pos, has_neg = pos_mass > 0, neg_mass > 0
     zero = logits.new_zeros(())
-    return 0.5 * (pos[has_pos].mean() if has_pos.any() else zero) + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero)
+    return (0.5 * (pos[has_pos].mean() if has_pos.any() else zero)
+            + 0.5 * (neg[has_neg].mean() if has_neg.any() else zero))
 
 
 def _pointing_pairs(cover: torch.Tensor, known: torch.Tensor, max_share: float,

@@ -44,7 +44,8 @@ def write_card(out_path: Path, spec: str, arch, cfg, *, run: Mapping[str, Any], 
         description=(f"A SAM-architecture model ({arch.name}) "
                      + (f"fine-tuned from {init_record['checkpoint']} (see training.init) " if init_record else
                         "trained from scratch ")
-                     + f"by training/sam_demo.py on synthetic slices with jittered box and point prompts; {DISCLAIMER}."),
+                     + "by training/sam_demo.py on synthetic slices with jittered box and point prompts; "
+                     + f"{DISCLAIMER}."),
         load=f"load_sam(\"{spec}\")",
         checkpoint=out_path.name,
         architecture=arch.to_dict(),

@@ -53,7 +53,10 @@ def evaluate_sam(sam, data: Sequence[Slice], *, seed: int = 0, sampling: PromptS
                 d = dice(seg.segment(vp).mask, m)
                 scores[key].append(d)
                 per_structure.setdefault(name, {}).setdefault(key, []).append(d)
-    mean = (lambda v: float(np.mean(v)) if v else float("nan"))
+
+    def mean(v: list[float]) -> float:
+        return float(np.mean(v)) if v else float("nan")
+
     return {
         "box_dice": mean(scores["box"]),
         "component_box_dice": mean(scores["component_box"]),

@@ -34,8 +34,8 @@ def train_demo_sam(data: Sequence[Slice], out_path: str | Path, *, steps: int, b
     "right lung")}``), trained and evaluated like the others.
 
     Writes ``out_path`` (a SAM state dict, atomically, with :func:`save_sam_checkpoint`) and the
-    model card ``out_path.with_suffix(".json")`` (``intended_use: demo``, read by ``load_sam``); reloads the checkpoint with
-    ``load_sam(f"{architecture}:{out_path}")`` and measures held-out Dice through ``SamSegmenter``
+    model card ``out_path.with_suffix(".json")`` (``intended_use: demo``, read by ``load_sam``); reloads the
+    checkpoint with ``load_sam(f"{architecture}:{out_path}")`` and measures held-out Dice through ``SamSegmenter``
     (:func:`evaluate_sam`). Returns the metrics: ``box_dice``, ``component_box_dice``,
     ``point_dice``, ``per_structure``, ``loss_history`` (one value per step), ``loss_first`` /
     ``loss_last`` (mean of the first / last ``min(20, steps)`` steps), ``steps``, ``seconds``.

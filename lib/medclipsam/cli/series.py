@@ -40,7 +40,8 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
                      help="slices whose image-text cosine similarity is below X are judged target-absent "
                           "(default: the model's calibration, else a series-relative split, announced)")
     ser.add_argument("--no-gate", action="store_true", help="process every slice (no presence gate)")
-    ser.add_argument("--slices", metavar="START:STOP", help="only these slices (0-based in sorted order, STOP exclusive)")
+    ser.add_argument("--slices", metavar="START:STOP",
+                     help="only these slices (0-based in sorted order, STOP exclusive)")
     ser.add_argument("--roi", metavar="X0,Y0,X1,Y1", help="only this pixel region of each slice (columns, rows)")
     ser.add_argument("--preset", default="v2", choices=["v1", "v2"], help="v1: gScoreCAM+CRF+box; v2: M2IB+Otsu+boxes")
     ser.add_argument("--clip", default=defaults["clip"], help="CLIP model (as for 'segment')")
@@ -48,10 +49,12 @@ def add_parser(sub, defaults: dict[str, str]) -> None:
     ser.add_argument("--device", default="cpu", help="cpu or cuda")
     ser.add_argument("--batch-size", type=int, default=0, help="SAM slices per batch (0: CPU 1, CUDA fitted to memory)")
     ser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a pipeline setting, e.g. m2ib.beta=2, consistency.keep=largest, propagation.enabled=false, "
+                     help="override a pipeline setting, e.g. m2ib.beta=2, consistency.keep=largest, "
+                          "propagation.enabled=false, "
                           "presence.saliency_ratio=0, reorient=false (slices shown to the models as stored, "
                           "not in radiological orientation) (repeatable)")
-    ser.add_argument("--report", metavar="FILE.json", help="also write a JSON report (per-slice similarity, gate, masks)")
+    ser.add_argument("--report", metavar="FILE.json",
+                     help="also write a JSON report (per-slice similarity, gate, masks)")
     ser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ser.add_argument("--quiet", action="store_true", help="no progress bars")
     ser.set_defaults(func=cmd_segment_series)

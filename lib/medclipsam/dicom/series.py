@@ -260,7 +260,8 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
         if series_uid is None:
             if len(scan.groups) > 1:
                 raise DicomInputError(
-                    f"{inp.label} holds {len(scan.groups)} image series; choose one with the series setting (its SeriesInstanceUID; --series UID on the command line):\n"
+                    f"{inp.label} holds {len(scan.groups)} image series; choose one with the series setting "
+                    "(its SeriesInstanceUID; --series UID on the command line):\n"
                     + _listing(summaries))
             uid = next(iter(scan.groups))
         else:
@@ -269,9 +270,11 @@ def read_series(inputs: str | Path | Sequence[str | Path], series_uid: str | Non
                 other = next((o for o in scan.others if o.series_uid == uid), None) if uid else None
                 if other is not None:
                     raise DicomInputError(f"series {uid} in {inp.label} is a {other.kind} object, not images. "
-                                          "Choose an image series with the series setting (--series UID):\n" + _listing(summaries))
+                                          "Choose an image series with the series setting (--series UID):\n"
+                                          + _listing(summaries))
                 raise DicomInputError(f"series {_series_label(uid)} is not in {inp.label}; its image series are:\n"
-                                      + _listing(summaries) + "\nGive one of these UIDs as the series setting (--series UID)")
+                                      + _listing(summaries)
+                                      + "\nGive one of these UIDs as the series setting (--series UID)")
             if len(scan.groups) > 1:
                 notes.append(f"read series {_series_label(uid)}; {len(scan.groups) - 1} other image series in "
                              f"{inp.label} ignored")
@@ -315,12 +318,14 @@ def _build(uid: str, headers: list[_Header], notes: list[str], tempdirs: list[Pa
     mosaics = [h.mosaic for h in headers if h.mosaic is not None]
     if mosaics:
         m = mosaics[0]
-        direction = ("the slice direction is the CSA header's SliceNormalVector" if all(x.normal_from_csa for x in mosaics)
+        direction = ("the slice direction is the CSA header's SliceNormalVector"
+                     if all(x.normal_from_csa for x in mosaics)
                      else "without a CSA header's SliceNormalVector the slices were taken to follow the cross product "
                           "of the row and column directions (as nibabel and dcm2niix do): check head/foot order in "
                           "the viewer")
         notes.append(f"unpacked {len(mosaics)} Siemens mosaic image(s) (ImageType MOSAIC) into their slices: "
-                     f"{m.count} tiles of {m.tile_rows}×{m.tile_columns} on a {m.grid}×{m.grid} grid each; {direction}. "
+                     f"{m.count} tiles of {m.tile_rows}×{m.tile_columns} on a {m.grid}×{m.grid} grid each; "
+                     f"{direction}. "
                      "DICOM SEG output cannot reference mosaic tiles: write NIfTI/NRRD")
 
     slices = _pick_stack(uid, headers, slices, stack, notes)
@@ -430,7 +435,8 @@ def _pick_stack(uid: str, headers: list[_Header], slices: list[_Slice], stack: i
     if stack is None:
         if len(keys) > 1 and _overlapping(slices):
             files = sorted({s.header.display for s in slices if s.header.multiframe})
-            where = files[0] if len(files) == 1 else f"the {len(files)} multi-frame files of series {_series_label(uid)}"
+            where = (files[0] if len(files) == 1
+                     else f"the {len(files)} multi-frame files of series {_series_label(uid)}")
             raise DicomInputError(
                 f"{where} holds {len(keys)} stacks of frames at the same positions (several diffusion directions, "
                 "magnitude and phase, echoes or time points), and one volume needs one stack. Choose one with "

@@ -77,7 +77,8 @@ def load_mask(path) -> np.ndarray:
 
     PNG / TIFF / JPEG / BMP via Pillow (first frame of a multi-frame file).  A multi-channel
     image keeps its first channel (a palette image is expanded to its colours first);
-    8-bit data is binarised at ``> 127`` (or ``> 0`` when it holds only 0 and 1), any other integer or float data at ``> 0``.
+    8-bit data is binarised at ``> 127`` (or ``> 0`` when it holds only 0 and 1), any other integer or
+    float data at ``> 0``.
     Raises :class:`InputError` naming the file when it cannot be read.
     """
     from PIL import Image, UnidentifiedImageError

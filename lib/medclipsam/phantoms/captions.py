@@ -71,7 +71,8 @@ def ct_caption(rng: np.random.Generator, plane: str, *, left_lung: bool, right_l
                                f"{article(word)} pulmonary {word} in the {side} lung"])
         items.append(where)
     if not items or rng.random() < 0.4:
-        items.insert(len(items) - int(shown_tumour), pick(rng, ["the spine", "a vertebral body", "the vertebral column"]))
+        items.insert(len(items) - int(shown_tumour),
+                     pick(rng, ["the spine", "a vertebral body", "the vertebral column"]))
     what = join(items)
     templates = [
         f"{plane} CT slice of the {region} showing {what}",
@@ -87,7 +88,8 @@ def mr_caption(rng: np.random.Generator, plane: str, weighting: str, *, ventricl
                tumour_side: str, enhancing: bool) -> str:
     """A brain MR caption naming the brain, ventricles (when cut) and tumour (when present)."""
     seq = {"T2": pick(rng, ["T2-weighted", "T2", "T2-weighted"]),
-           "T1C": pick(rng, ["contrast-enhanced T1-weighted", "post-contrast T1-weighted", "T1 post-gadolinium"])}[weighting]
+           "T1C": pick(rng, ["contrast-enhanced T1-weighted", "post-contrast T1-weighted",
+                             "T1 post-gadolinium"])}[weighting]
     items = [pick(rng, ["the brain", "the cerebral hemispheres", "brain parenchyma"])]
     if ventricles:
         items.append(pick(rng, ["the lateral ventricles", "the ventricles"]))

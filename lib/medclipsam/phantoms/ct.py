@@ -161,7 +161,8 @@ def ct_chest_series(seed: int, slices: int = 32, size: int = 128) -> PhantomSeri
             tcz = rng.uniform(base + dome + 0.05, apex - 0.25)
             host_mask = lungs[host]
         tu, tv = rotate2d(ub, vb, tcx, tcy, ang)
-        ell = (tu / np.float32(r * e)) ** 2 + (tv / np.float32(r / e)) ** 2 + ((t - np.float32(tcz)) / np.float32(rt)) ** 2
+        ell = ((tu / np.float32(r * e)) ** 2 + (tv / np.float32(r / e)) ** 2
+               + ((t - np.float32(tcz)) / np.float32(rt)) ** 2)
         tumour = (ell <= 1.0) & host_mask
         per_slice = tumour.reshape(slices, -1).any(axis=1)
         largest = int(tumour.reshape(slices, -1).sum(axis=1).max())

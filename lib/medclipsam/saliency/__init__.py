@@ -88,5 +88,6 @@ def compute_saliency(clip, rgb: np.ndarray, text_embedding: torch.Tensor, method
 __all__ = [
     "SALIENCY_METHODS", "SaliencyMethod", "SaliencyResult", "MethodOutput", "register_saliency",
     "M2IBConfig", "GScoreCAMConfig", "GradCAMConfig", "m2ib", "m2ib_batch", "m2ib_naive", "gscorecam", "gradcam",
-    "compute_saliency", "saliency_grid", "saliency_grids", "saliency_map_from_grid", "upsample_grid", "min_max", "text_target", "load_prompt_file", "prompts_for_task",
+    "compute_saliency", "saliency_grid", "saliency_grids", "saliency_map_from_grid", "upsample_grid", "min_max",
+    "text_target", "load_prompt_file", "prompts_for_task",
 ]

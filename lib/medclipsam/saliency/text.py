@@ -49,7 +49,8 @@ def load_prompt_file(path: str | Path) -> dict[str, list[str]]:
     for task, value in data.items():
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items or not all(isinstance(s, str) and s.strip() for s in items):
-            raise InputError(f"prompt file {p}: task '{task}' must map to a non-empty prompt or list of non-empty prompts")
+            raise InputError(f"prompt file {p}: task '{task}' must map to a non-empty prompt "
+                             "or list of non-empty prompts")
         out[str(task)] = [s.strip() for s in items]
     return out
 

@@ -417,7 +417,8 @@ class MedClipSamDicomWebDatastore(GuardedStore, DICOMWebDatastore):
         return [s for s in self.list_images() if s not in labeled]
 
 
-def dicomweb_datastore(studies: str, vocabulary=None, policy: StorePolicy | None = None) -> MedClipSamDicomWebDatastore | None:
+def dicomweb_datastore(studies: str, vocabulary=None,
+                       policy: StorePolicy | None = None) -> MedClipSamDicomWebDatastore | None:
     """The datastore for a DICOMweb URL, set up from MONAI Label's settings as MONAI Label's own
     ``_init_dicomweb_datastore`` does (``MONAI_LABEL_DICOMWEB_USERNAME/PASSWORD`` basic auth, a Google
     Cloud session for ``googleapis.com``, ``MONAI_LABEL_QIDO/WADO/STOW_PREFIX``, ``..._SEARCH_FILTER``,

@@ -512,7 +512,8 @@ class VolumePipeline:
             run.confident[:, p] = confident_slices(run.sims[:, p], run.present[:, p])
             run.records[p] = [SliceRecord(index=indices[i], similarity=float(run.sims[i, p]),
                                           passed_similarity=bool(gate.present[i]),
-                                          raw_saliency_peak=None if np.isnan(run.peaks[i, p]) else float(run.peaks[i, p]),
+                                          raw_saliency_peak=(None if np.isnan(run.peaks[i, p])
+                                                             else float(run.peaks[i, p])),
                                           present=bool(run.present[i, p]), confident=bool(run.confident[i, p]))
                               for i in range(len(indices))]
 
@@ -626,11 +627,12 @@ class VolumePipeline:
                     raise InputError("a prompt ensemble is empty or has an empty prompt")
                 items.append(group)
         if not items:
-            raise InputError("no text prompt given; give the target in words (one prompt per label; --prompt TEXT on the command line)")
+            raise InputError("no text prompt given; give the target in words "
+                             "(one prompt per label; --prompt TEXT on the command line)")
         if len(items) > MAX_PROMPTS:
             raise InputError(f"{len(items)} prompts given; at most {MAX_PROMPTS} labels per run — split the run")
         return items
 
 
-__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "Overlap", "fit_batch_size",
-           "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]
+__all__ = ["VolumeConfig", "VolumePipeline", "VolumeResult", "PromptResult", "SliceDetail", "BitLabels", "Overlap",
+           "fit_batch_size", "sam_bytes_per_slice", "parse_slice_range", "parse_roi"]

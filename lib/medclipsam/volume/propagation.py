@@ -21,8 +21,9 @@ to the next slice — and the new mask is kept only when it looks like the same 
 An accepted mask becomes the source for the next slice, up to ``max_slices`` slices from each end
 of each run of segmented slices. Propagation is **off by default**: its thresholds were chosen on the
 demo models' phantom results, so the demo CLIP's model card turns it on for that model
-(:mod:`medclipsam.settings`) and a user turns it on with ``propagation.enabled=true``. The rule is conservative by design: a missed pole costs a few
-voxels, a wrong slice added to a label costs a person's trust in it.
+(:mod:`medclipsam.settings`) and a user turns it on with ``propagation.enabled=true``. The rule is
+conservative by design: a missed pole costs a few voxels, a wrong slice added to a label costs a
+person's trust in it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ class CyclicSchedule:
             raise ConfigError(f"epochs ({self.epochs}) and cycles ({self.cycles}) must be at least 1")
         if self.epochs % self.cycles:
             raise ConfigError(f"{self.epochs} epochs do not split into {self.cycles} equal cycles; "
-                              f"choose epochs as a multiple of cycles (e.g. {self.cycles * max(1, self.epochs // self.cycles)})")
+                              "choose epochs as a multiple of cycles "
+                              f"(e.g. {self.cycles * max(1, self.epochs // self.cycles)})")
         if not 0 < self.lr_min <= self.lr_max:
             raise ConfigError(f"need 0 < lr_min ({self.lr_min}) <= lr_max ({self.lr_max})")
         if not 1 <= self.keep_per_cycle <= self.cycle_length:

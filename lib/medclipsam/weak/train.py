@@ -186,7 +186,8 @@ def members_of(folder: str | Path) -> tuple[dict[str, Any], list[Path]]:
     return manifest, paths
 
 
-def load_members(folder: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Any], list[torch.nn.Module]]:
+def load_members(folder: str | Path,
+                 device: torch.device | str = "cpu") -> tuple[dict[str, Any], list[torch.nn.Module]]:
     manifest, paths = members_of(folder)
     net_cfg = NetworkConfig(features=tuple(manifest["network"]["features"]), dropout=manifest["network"]["dropout"])
     nets = []

@@ -50,7 +50,8 @@ class MedClipSamWeakTrain(BasicTrainTask):
     def optimizer(self, context):
         from medclipsam.weak.train import TrainConfig, build_optimizer
 
-        return build_optimizer(context.network.parameters(), TrainConfig().optimizer, service.train_defaults()["lr_max"])
+        return build_optimizer(context.network.parameters(), TrainConfig().optimizer,
+                               service.train_defaults()["lr_max"])
 
     def loss_function(self, context):
         from medclipsam.weak.train import loss_function
