@@ -92,8 +92,10 @@ def test_shipped_sam_card_has_its_recipes_prompt_sampling_and_settings():
 
 @pytest.fixture(scope="module")
 def pointing_game():
-    """benchmarks/pointing_game.py and its report sets' slices (424242, 424248-424252: about 65
-    lung-tumour slices, never used to choose a model; a 9-slice set cannot measure a rate of 0.9)."""
+    """benchmarks/pointing_game.py and its report sets' slices (826060-826065: 62 lung-tumour
+    slices; picked after the demo CLIP was shipped, scored once with it and used for no choice —
+    the earlier report sets 424242, 424248-424252 were seen before the choice, RESULTS.md
+    2026-12-08; a 9-slice set cannot measure a rate of 0.9)."""
     pg = project_module("benchmarks", "pointing_game")
     return pg, pg.held_out_slices(pg.REPORT_SETS)
 
