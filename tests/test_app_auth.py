@@ -21,6 +21,7 @@ from unittest import mock
 import jwt
 import pytest
 import requests
+
 import servers
 from servers import ROOT, monailabel_server, multipart
 
@@ -428,9 +429,10 @@ def test_token_check_in_process(monkeypatch, keys):
     naming MONAI_LABEL_AUTH_REALM_URI, an algorithm the key cannot verify → 503 naming the setting."""
     from fastapi import HTTPException
     from monailabel.config import settings
-    from servers import free_port
 
     from medclipsam.serving import auth
+
+    from servers import free_port
 
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_ENABLE", True)
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_TIMEOUT", 3)
@@ -465,9 +467,9 @@ def test_token_check_in_process(monkeypatch, keys):
 
 
 def test_realm_key_is_kept_while_the_realm_is_down_and_asked_again_only_now_and_then(monkeypatch, keys):
-    from servers import free_port
-
     from medclipsam.serving import auth
+
+    from servers import free_port
 
     monkeypatch.setattr(auth, "_key_cache", {})
     monkeypatch.setattr(auth, "_failures", {})

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+
 from servers import monailabel_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from servers import ROOT, check_seg_response, monailabel_server, orthanc_available, orthanc_server
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import requests
+
 from servers import ROOT, monailabel_server
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"

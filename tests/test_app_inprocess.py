@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+
 from servers import APP
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from servers import ROOT, check_seg_response, monailabel_server, multipart
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"

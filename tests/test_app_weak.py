@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from servers import monailabel_server, multipart
 
 SEEDS = (91001, 91002, 91003, 91004)

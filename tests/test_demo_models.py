@@ -12,10 +12,11 @@ import json
 
 import numpy as np
 import pytest
-from project import ROOT, project_module
 
 from medclipsam.demo import DEMO_CLIP, DEMO_SAM, check_demo_models
 from medclipsam.evaluation import roc_auc
+
+from project import ROOT, project_module
 
 HELD_OUT = 424_242
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from servers import ROOT, monailabel_server, orthanc_available, orthanc_server
 
 SERIES = ROOT / "sample-data" / "phantoms" / "ct_chest"

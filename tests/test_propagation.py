@@ -58,7 +58,8 @@ def test_judge_keeps_a_target_that_tapers_and_rejects_what_does_not_look_like_it
     assert judge(np.zeros_like(source), source, flat, grey_source, cfg) == "SAM found nothing"
 
 
-@pytest.mark.parametrize("key, value, word", [("max_slices", 0, "max_slices"), ("min_area_ratio", 1.2, "min_area_ratio"),
+@pytest.mark.parametrize("key, value, word", [("max_slices", 0, "max_slices"),
+                                              ("min_area_ratio", 1.2, "min_area_ratio"),
                                               ("min_overlap", 1.5, "min_overlap"), ("min_contrast", -1, "min_contrast"),
                                               ("ring_px", 0, "ring_px")])
 def test_config_errors_name_the_setting(key, value, word):

@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from project import ROOT, project_module
 
 oracle = project_module("benchmarks", "_oracle")

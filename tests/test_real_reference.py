@@ -18,6 +18,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
+
 from project import project_module
 
 ref = project_module("benchmarks", "_reference")
