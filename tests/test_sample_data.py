@@ -45,3 +45,14 @@ def test_phantom_ct_labels_lie_on_the_series_grid():
     k = int(np.flatnonzero((labels.array == 2).reshape(len(src), -1).any(axis=1))[0])
     hu = src.read_slice(k)
     assert hu[labels.array[k] == 2].mean() < -600            # the left lung label sits on lung HU
+
+
+def test_demo_finds_the_committed_phantom_series():
+    """``medclipsam demo`` in a clone segments the committed series, not a generated one (the path is
+    computed from the module's place in the package, which moved once already)."""
+    from pathlib import Path
+
+    from medclipsam.cli.demo import REPO_SAMPLE
+
+    root = Path(__file__).resolve().parents[1]
+    assert REPO_SAMPLE == root / "sample-data" / "phantoms" / "ct_chest" and REPO_SAMPLE.is_dir()

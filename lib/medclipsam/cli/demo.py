@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import __version__
 from .common import pick_device, warn
 
-REPO_SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "phantoms" / "ct_chest"
+REPO_SAMPLE = Path(__file__).resolve().parents[3] / "sample-data" / "phantoms" / "ct_chest"
 DEMO_SERIES_SEED = 7
 
 
