@@ -47,11 +47,8 @@ def split_settings(pairs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     pipeline: dict[str, Any] = {}
     volume: dict[str, Any] = {}
     for key, value in pairs.items():
-        k = str(key).strip()
-        head, _, rest = k.partition(".")
-        section = None
-        if head in ("pipeline", "volume") and rest:
-            section, k, head = head, rest, rest.partition(".")[0]
+        section, k = _split_prefix(str(key).strip())
+        head = k.partition(".")[0]
         if head in VOLUME_SETTINGS and section in (None, "volume"):
             volume[k] = value
         elif head in pipeline_names and section in (None, "pipeline"):
@@ -73,14 +70,6 @@ def card_settings(model: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def recommended_settings(*models: Any) -> dict[str, str]:
-    """The settings the models' cards recommend, later models winning on the same key."""
-    out: dict[str, str] = {}
-    for m in models:
-        out.update(card_settings(m))
-    return out
-
-
 def resolve_settings(preset: str = "v2", models: Sequence[Any] = (), overrides: Mapping[str, Any] | None = None,
                      volume: VolumeConfig | None = None) -> tuple[Settings, list[str]]:
     """The settings of a run and the notes on what the model cards changed.
@@ -91,11 +80,11 @@ def resolve_settings(preset: str = "v2", models: Sequence[Any] = (), overrides: 
     key or a bad value, naming it.
     """
     user = {str(k).strip(): v for k, v in dict(overrides or {}).items()}
-    user_keys = set(_section_keys(user))
+    user_keys = {_split_prefix(k)[1] for k in user}
     notes: list[str] = []
     recommended: dict[str, str] = {}
     for m in models:
-        taken = {k: v for k, v in card_settings(m).items() if _section_key(k) not in user_keys}
+        taken = {k: v for k, v in card_settings(m).items() if _split_prefix(k)[1] not in user_keys}
         if taken:
             notes.append(f"settings recommended by the model card of {getattr(m, 'spec', type(m).__name__)}: "
                          + ", ".join(f"{k}={v}" for k, v in taken.items()))
@@ -106,14 +95,11 @@ def resolve_settings(preset: str = "v2", models: Sequence[Any] = (), overrides: 
     return Settings(pipeline, apply_overrides(base, volume_pairs)), notes
 
 
-def _section_key(key: str) -> str:
+def _split_prefix(key: str) -> tuple[str | None, str]:
+    """``("volume", "presence.threshold")`` for ``volume.presence.threshold``; ``(None, key)`` unprefixed."""
     head, _, rest = key.partition(".")
-    return rest if head in ("pipeline", "volume") and rest else key
+    return (head, rest) if head in ("pipeline", "volume") and rest else (None, key)
 
 
-def _section_keys(pairs: Mapping[str, Any]) -> list[str]:
-    return [_section_key(k) for k in pairs]
-
-
-__all__ = ["Settings", "resolve_settings", "split_settings", "recommended_settings", "card_settings",
+__all__ = ["Settings", "resolve_settings", "split_settings", "card_settings",
            "CARD_SETTINGS_KEY"]
