@@ -182,3 +182,24 @@ def test_a_request_cannot_set_an_unbounded_saliency_batch(segmenter, nifti_copy,
         segmenter(nifti_copy, {"prompt": "lungs", "set": "saliency_batch=100000"})
     assert isinstance(e.value, MedClipSamError)        # → 400 in the serving status table
     assert sorted(p.name for p in nifti_copy.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize("pair, words", [
+    ("volume.inspect=100000", "unknown setting 'volume.inspect'"),          # only VOLUME_SETTINGS are settable
+    ("volume.slice_range=0:5", "unknown setting 'volume.slice_range'"),
+    ("pipeline.presence.threshold=0.1", "unknown setting 'pipeline.presence.threshold'"),   # prefix = section
+    ("methods.m2ib=1", "unknown setting 'methods.m2ib'"),
+    ("m2ib=1", "'m2ib' is a section"),
+    ("pipeline.m2ib.samples=100000000", "m2ib.samples must be at most 64"),  # a noise batch that fills memory
+    ("m2ib.steps=100000000", "m2ib.steps at most 200"),
+])
+def test_request_setting_keys_are_checked_against_the_settings(segmenter, nifti_copy, pair, words):
+    """The resolver's section prefixes and method-keyed parameters arrive over HTTP in ``set``: every
+    key outside the two settable sections is refused before any work, nothing written beside the input."""
+    from medclipsam.errors import MedClipSamError
+
+    before = sorted(p.name for p in nifti_copy.parent.iterdir())
+    with pytest.raises(MedClipSamError) as e:
+        segmenter(nifti_copy, {"prompt": "lungs", "set": pair})
+    assert words in str(e.value)
+    assert sorted(p.name for p in nifti_copy.parent.iterdir()) == before

@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .base import MethodOutput, register_saliency
 
+M2IB_SAMPLES_MAX = 64
+M2IB_STEPS_MAX = 200
+
 
 @dataclass
 class M2IBConfig:
@@ -46,6 +49,10 @@ class M2IBConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.samples < 1:
             raise ConfigError("M2IB needs steps >= 1 and samples >= 1")
+        # settable from a request: the samples size one batch in memory, the steps its time
+        if self.samples > M2IB_SAMPLES_MAX or self.steps > M2IB_STEPS_MAX:
+            raise ConfigError(f"m2ib.samples must be at most {M2IB_SAMPLES_MAX} and m2ib.steps at most "
+                              f"{M2IB_STEPS_MAX} (the papers use 10 and 10), got {self.samples} and {self.steps}")
         if self.lr <= 0:
             raise ConfigError("M2IB learning rate must be positive")
 
